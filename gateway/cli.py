@@ -1,0 +1,170 @@
+"""The `tollgate` command: serve, sim, check-config, teams, keys, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+import orjson
+
+from gateway.config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.logs import configure_logging
+    from gateway.server import create_app
+
+    config = load_config(args.config)
+    server = config.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    if not server.master_key:
+        # Never run open by accident: a fresh master key, shown once, for this process only.
+        server = server.model_copy(update={"master_key": "tg-master-" + secrets.token_urlsafe(24)})
+        print(f"tollgate: no master key configured; generated one for this run: {server.master_key}", file=sys.stderr)
+    config = config.model_copy(update={"server": server})
+    configure_logging(config.server.log_level)
+    uvicorn.run(
+        create_app(config),
+        host=server.host,
+        port=server.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from gateway.config import SimConfig
+    from gateway.logs import configure_logging
+    from gateway.sim.server import serve
+
+    configure_logging("warning")
+    settings = SimConfig(
+        ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, latency_ms=args.latency_ms,
+        fault=args.fault, fault_rate=args.fault_rate,
+    )  # fmt: skip
+    serve(args.host, args.port, settings)
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(f"{args.file}: ok ({len(config.models)} model aliases, store: {config.store.backend})")
+    return 0
+
+
+def _admin(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    key = args.master_key or os.environ.get("TOLLGATE_MASTER_KEY")
+    if not key:
+        raise SystemExit("tollgate: the admin API needs the master key: --master-key or TOLLGATE_MASTER_KEY")
+    request = urllib.request.Request(
+        args.url.rstrip("/") + path,
+        method=method,
+        data=orjson.dumps(body) if body is not None else None,
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        detail = orjson.loads(err.read()).get("error", {}).get("message", err.reason)
+        raise SystemExit(f"tollgate: {err.code}: {detail}") from None
+    except urllib.error.URLError as err:
+        raise SystemExit(f"tollgate: cannot reach the gateway at {args.url}: {err.reason}") from None
+
+
+def _teams(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        result = _admin(args, "POST", "/admin/teams", {"id": args.team})
+    elif args.action == "revoke":
+        result = _admin(args, "DELETE", f"/admin/teams/{args.team}")
+    else:
+        result = _admin(args, "GET", "/admin/teams")
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        result = _admin(args, "POST", "/admin/keys", {"team": args.team, "name": args.name})
+    elif args.action == "revoke":
+        result = _admin(args, "DELETE", f"/admin/keys/{args.key_id}")
+    else:
+        result = _admin(args, "GET", "/admin/keys" + (f"?team={args.team}" if args.team else ""))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(requests=args.requests, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tollgate", description="An LLM gateway that cuts what every request costs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: simulated models + providers whose keys are set)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=_serve)
+
+    sim = sub.add_parser("sim", help="run the simulated provider (OpenAI and Anthropic wire formats)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=4010)
+    sim.add_argument("--latency-ms", type=float, default=0.0)
+    sim.add_argument("--ttft-ms", type=float, default=0.0)
+    sim.add_argument("--tokens-per-s", type=float, default=0.0)
+    sim.add_argument("--fault", help="inject this fault (429, 500, 503, 400, timeout, reset, malformed)")
+    sim.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that get --fault")
+    sim.set_defaults(func=_sim)
+
+    check = sub.add_parser("check-config", help="validate a config file without starting anything")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    for name, func, actions in (("teams", _teams, ("create", "list", "revoke")), ("keys", _keys, ("create", "list", "revoke"))):
+        admin = sub.add_parser(name, help=f"manage {name} through the admin API (master key)")
+        admin.add_argument("action", choices=actions)
+        admin.add_argument("--url", default=os.environ.get("TOLLGATE_URL", "http://127.0.0.1:4000"))
+        admin.add_argument("--master-key")
+        admin.add_argument("--team")
+        if name == "keys":
+            admin.add_argument("--name", default="")
+            admin.add_argument("--key-id")
+        admin.set_defaults(func=func)
+
+    demo = sub.add_parser("demo", help="run the simulated provider and the gateway, drive a workload, print costs")
+    demo.add_argument("--requests", type=int, default=120)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as err:
+        print(f"tollgate: invalid config:\n{err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,272 @@
+"""The gateway's one YAML file: typed, `${ENV}`-interpolated, unknown keys rejected.
+
+Every error names the dotted path of the bad key (`models.gpt-4o.deployments[0].api_base`),
+so a typo fails at load time instead of being silently ignored at request time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Providers reached over the OpenAI wire format directly (the fast path) and their default base URL.
+OPENAI_COMPATIBLE_BASES: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "groq": "https://api.groq.com/openai/v1",
+    "together": "https://api.together.xyz/v1",
+    "deepseek": "https://api.deepseek.com/v1",
+    "openai_compat": "",
+}
+# Providers reached through litellm's translation (the value is litellm's model prefix).
+LITELLM_PROVIDERS: dict[str, str] = {
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "vertex_ai": "vertex_ai",
+    "bedrock": "bedrock",
+    "cohere": "cohere",
+    "mistral": "mistral",
+    "azure": "azure",
+    "litellm": "",
+}
+ProviderKind = Literal[
+    "sim", "openai", "groq", "together", "deepseek", "openai_compat",
+    "anthropic", "gemini", "vertex_ai", "bedrock", "cohere", "mistral", "azure", "litellm",
+]  # fmt: skip
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message names every bad key by its dotted path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriceOverride(_Strict):
+    """USD per million tokens; overrides litellm's price map for one deployment."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None = None
+
+
+class Deployment(_Strict):
+    provider: ProviderKind
+    # The upstream's model name; "*" (only under a wildcard alias) forwards the requested name.
+    model: str
+    api_base: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=600.0, gt=0)
+    price: PriceOverride | None = None
+    # Extra fields merged into every request body sent to this deployment.
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_base(self) -> Deployment:
+        if self.provider == "openai_compat" and not self.api_base:
+            raise ValueError("provider openai_compat needs api_base")
+        return self
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env)
+        return None
+
+    def resolved_api_base(self) -> str | None:
+        if self.api_base:
+            return self.api_base.rstrip("/")
+        base = OPENAI_COMPATIBLE_BASES.get(self.provider)
+        return base or None
+
+
+class ModelAlias(_Strict):
+    deployments: list[Deployment] = Field(min_length=1)
+    # Other aliases tried, in order, when every deployment of this one has failed.
+    fallbacks: list[str] = Field(default_factory=list)
+
+
+class RouterConfig(_Strict):
+    retries: int = Field(default=2, ge=0, le=10)
+    backoff_base_s: float = Field(default=0.25, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    # A retry-after longer than this is not waited out: the next deployment or fallback is tried.
+    max_retry_after_s: float = Field(default=10.0, ge=0)
+    cooldown_s: float = Field(default=30.0, ge=0)
+    failures_before_cooldown: int = Field(default=3, ge=1)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=4000, ge=0, le=65535)
+    master_key: str | None = None
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreConfig(_Strict):
+    backend: Literal["memory", "sqlite", "redis"] = "sqlite"
+    path: str = "tollgate.db"
+    url: str = "redis://127.0.0.1:6379/0"
+    max_connections: int = Field(default=64, gt=0)
+
+
+class SimConfig(_Strict):
+    """The in-process simulated provider, serving every `sim/<name>` model."""
+
+    enabled: bool = True
+    ttft_ms: float = Field(default=0.0, ge=0)
+    tokens_per_s: float = Field(default=0.0, ge=0)
+    latency_ms: float = Field(default=0.0, ge=0)
+    fault: str | None = None
+    fault_rate: float = Field(default=0.0, ge=0, le=1)
+
+
+class AuthStageConfig(_Strict):
+    enabled: bool = True
+    # How long a verified key is trusted without asking the store again (revocation delay).
+    cache_ttl_s: float = Field(default=5.0, ge=0)
+
+
+class StagesConfig(_Strict):
+    auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
+    # Alias -> deployments. An alias ending in "/*" serves every model with that prefix.
+    models: dict[str, ModelAlias] = Field(default_factory=dict)
+
+    @field_validator("models")
+    @classmethod
+    def _wildcards(cls, models: dict[str, ModelAlias]) -> dict[str, ModelAlias]:
+        for alias, entry in models.items():
+            wildcard = alias.endswith("/*")
+            for i, dep in enumerate(entry.deployments):
+                if dep.model == "*" and not wildcard:
+                    raise ValueError(f"{alias}.deployments[{i}].model: '*' is only allowed under an alias ending in '/*'")
+        return models
+
+    @model_validator(mode="after")
+    def _fallbacks_exist(self) -> Config:
+        for alias, entry in self.models.items():
+            for i, fb in enumerate(entry.fallbacks):
+                if fb not in self.models:
+                    raise ValueError(f"models.{alias}.fallbacks[{i}]: unknown model alias {fb!r}")
+        return self
+
+
+def interpolate_env(text: str, environ: dict[str, str] | None = None) -> str:
+    """Replace `${NAME}` and `${NAME:-default}`; an unset variable with no default is an error."""
+    env = os.environ if environ is None else environ
+    missing: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        missing.append(name)
+        return ""
+
+    result = _ENV_REF.sub(substitute, text)
+    if missing:
+        raise ConfigError(f"environment variable(s) not set: {', '.join(sorted(set(missing)))}")
+    return result
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _dotted(tuple(p for p in e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+def parse_config(data: Any) -> Config:
+    try:
+        return Config.model_validate(data if data is not None else {})
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read the YAML file, or build the embedded defaults when `path` is None."""
+    if path is None:
+        return default_config()
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {file}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(interpolate_env(text))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{file}: not valid YAML: {err}") from None
+    config = parse_config(data)
+    if not config.server.master_key and os.environ.get("TOLLGATE_MASTER_KEY"):
+        config = config.model_copy(
+            update={"server": config.server.model_copy(update={"master_key": os.environ["TOLLGATE_MASTER_KEY"]})}
+        )
+    return config
+
+
+# Environment keys that switch on a real provider when no config file is given.
+_ENV_PROVIDERS: dict[str, tuple[str, str]] = {
+    "OPENAI_API_KEY": ("openai", "openai"),
+    "ANTHROPIC_API_KEY": ("anthropic", "anthropic"),
+    "GEMINI_API_KEY": ("gemini", "gemini"),
+    "GROQ_API_KEY": ("groq", "groq"),
+    "MISTRAL_API_KEY": ("mistral", "mistral"),
+    "COHERE_API_KEY": ("cohere", "cohere"),
+    "DEEPSEEK_API_KEY": ("deepseek", "deepseek"),
+    "TOGETHER_API_KEY": ("together", "together"),
+}
+
+
+def default_config(environ: dict[str, str] | None = None) -> Config:
+    """No config file: the simulator's `sim/*` models plus every provider whose key is set.
+
+    A real provider is served under its own prefix (`openai/gpt-4o-mini`,
+    `anthropic/claude-3-5-haiku-latest`), so a name never silently changes provider.
+    """
+    env = os.environ if environ is None else environ
+    models: dict[str, Any] = {"sim/*": {"deployments": [{"provider": "sim", "model": "*"}]}}
+    for key_env, (prefix, provider) in _ENV_PROVIDERS.items():
+        if env.get(key_env):
+            models[f"{prefix}/*"] = {"deployments": [{"provider": provider, "model": "*", "api_key_env": key_env}]}
+    data: dict[str, Any] = {"models": models}
+    if env.get("TOLLGATE_MASTER_KEY"):
+        data["server"] = {"master_key": env["TOLLGATE_MASTER_KEY"]}
+    if env.get("TOLLGATE_DB"):
+        data["store"] = {"backend": "sqlite", "path": env["TOLLGATE_DB"]}
+    return parse_config(data)

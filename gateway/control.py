@@ -1,0 +1,194 @@
+"""Control routes (Starlette): model list, health, and the admin API for teams and keys.
+
+The admin API answers only to the master key. Errors use the same OpenAI-style body as the
+proxied endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway.errors import (
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    TollgateError,
+)
+from gateway.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+    from gateway.server import TollgateApp
+
+log = logging.getLogger("tollgate.control")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def build_control_app(app: TollgateApp) -> Starlette:
+    def runtime() -> Runtime:
+        assert app.runtime is not None
+        return app.runtime
+
+    async def models(request: Request) -> Response:
+        await _principal(runtime(), request)
+        created = int(time.time())
+        data = [
+            {"id": alias, "object": "model", "created": created, "owned_by": "tollgate"}
+            for alias in runtime().dispatcher.aliases()
+        ]
+        return _json({"object": "list", "data": data})
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if app.runtime is None:
+            return _json({"status": "starting"}, 503)
+        try:
+            await app.runtime.store.ping()
+        except StoreUnavailable as err:
+            return _json({"status": "unavailable", "store": str(err)}, 503)
+        return _json({"status": "ready", "store": app.runtime.config.store.backend})
+
+    async def teams(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        if request.method == "POST":
+            body = await _body(request)
+            team = await rt.keys.create_team(body.get("id"))  # type: ignore[arg-type]
+            return _json(asdict(team), 201)
+        return _json({"data": [asdict(t) for t in await rt.keys.list_teams()]})
+
+    async def team(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        return _json(asdict(await rt.keys.revoke_team(request.path_params["team_id"])))
+
+    async def keys(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        if request.method == "POST":
+            body = await _body(request)
+            team_id, name = body.get("team"), body.get("name", "")
+            if not isinstance(team_id, str) or not team_id:
+                raise InvalidRequest("Missing required parameter: 'team'.", param="team")
+            if not isinstance(name, str):
+                raise InvalidRequest("Invalid 'name': expected a string.", param="name")
+            plaintext, record = await rt.keys.create_key(team_id, name)
+            return _json({"key": plaintext, **asdict(record)}, 201)
+        team_filter = request.query_params.get("team")
+        return _json({"data": [asdict(k) for k in await rt.keys.list_keys(team_filter)]})
+
+    async def key(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        return _json(asdict(await rt.keys.revoke_key(request.path_params["key_id"])))
+
+    async def ledger(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        try:
+            after = int(request.query_params.get("after", "0"))
+            limit = int(request.query_params.get("limit", "10000"))
+        except ValueError:
+            raise InvalidRequest("'after' and 'limit' must be integers.", param="after") from None
+        return _json({"data": await rt.ledger.rows(after=after, limit=limit)})
+
+    routes = [
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/admin/teams", teams, methods=["GET", "POST"]),
+        Route("/admin/teams/{team_id}", team, methods=["DELETE"]),
+        Route("/admin/keys", keys, methods=["GET", "POST"]),
+        Route("/admin/keys/{key_id}", key, methods=["DELETE"]),
+        Route("/admin/ledger", ledger, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            TollgateError: _tollgate_error,
+            HTTPException: _http_error,
+            StoreUnavailable: _store_error,
+            Exception: _unhandled,
+        },
+    )
+
+
+async def _principal(rt: Runtime, request: Request) -> Any:
+    from gateway.stages.auth import AuthStage
+
+    for stage in rt.stages:
+        if isinstance(stage, AuthStage):
+            return await stage.authenticate(_api_key(request))
+    return None
+
+
+async def _master(rt: Runtime, request: Request) -> None:
+    from gateway.stages.auth import AuthStage
+
+    auth = next((s for s in rt.stages if isinstance(s, AuthStage)), None)
+    if auth is None or not rt.config.server.master_key:
+        raise PermissionDenied("The admin API needs a master key (server.master_key or TOLLGATE_MASTER_KEY).")
+    principal = await auth.authenticate(_api_key(request))
+    if not principal.is_master:
+        raise PermissionDenied("The admin API requires the master key.")
+
+
+def _api_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.headers.get("x-api-key")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    from gateway.wire.openai import parse_body
+
+    return parse_body(await request.body())
+
+
+async def _tollgate_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TollgateError)
+    return Response(exc.openai_body(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    err: TollgateError
+    if exc.status_code == 405:
+        err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+    elif exc.status_code == 404:
+        err = NotFound(f"Unknown path: {request.method} {request.url.path}.", code="unknown_url")
+    else:
+        err = TollgateError(str(exc.detail))
+        err.status = exc.status_code
+    return await _tollgate_error(request, err)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    log.error("store unavailable", extra={"error": str(exc)})
+    return await _tollgate_error(request, ServiceUnavailable("The gateway's store is unavailable; try again shortly."))
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on a control route")
+    return await _tollgate_error(request, InternalError("The gateway failed to handle this request."))

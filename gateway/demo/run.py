@@ -1,0 +1,169 @@
+"""Start the simulated provider and the gateway as real processes, drive the workload with the
+official `openai` SDK, and print what it cost, what it would have cost, and what each stage saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.demo.report import print_report
+from gateway.demo.workload import Call, build_workload
+
+_CONFIG = """\
+server:
+  master_key: ${{TOLLGATE_MASTER_KEY}}
+store:
+  backend: sqlite
+  path: {db}
+models:
+  gpt-4o:
+    deployments:
+      - {{provider: openai_compat, model: gpt-4o, api_base: "{sim}/v1", api_key: sim-key}}
+    fallbacks: [gpt-4o-mini]
+  gpt-4o-mini:
+    deployments:
+      - {{provider: openai_compat, model: gpt-4o-mini, api_base: "{sim}/v1", api_key: sim-key}}
+  claude-3-5-haiku:
+    deployments:
+      - {{provider: anthropic, model: claude-3-5-haiku-latest, api_base: "{sim}", api_key: sim-key}}
+  text-embedding-3-small:
+    deployments:
+      - {{provider: openai_compat, model: text-embedding-3-small, api_base: "{sim}/v1", api_key: sim-key}}
+  sim/*:
+    deployments:
+      - {{provider: sim, model: "*"}}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode} before it was ready")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s ({url})")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+def _admin(base: str, key: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        base + path,
+        data=orjson.dumps(body) if body is not None else None,
+        method="POST" if body is not None else "GET",
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
+async def _drive(base: str, keys: dict[str, str], calls: list[Call], concurrency: int) -> list[str]:
+    from openai import AsyncOpenAI
+
+    clients = {team: AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=2) for team, key in keys.items()}
+    failures: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(call: Call) -> None:
+        client = clients[call.team]
+        async with gate:
+            try:
+                if call.kind == "embeddings":
+                    await client.embeddings.create(model=call.model, **call.body)
+                elif call.kind == "stream":
+                    stream = await client.chat.completions.create(model=call.model, stream=True, **call.body)
+                    async for _ in stream:
+                        pass
+                else:
+                    await client.chat.completions.create(model=call.model, **call.body)
+            except Exception as err:
+                failures.append(f"{call.label} ({call.model}): {type(err).__name__}: {err}")
+
+    try:
+        await asyncio.gather(*(one(call) for call in calls))
+    finally:
+        for client in clients.values():
+            await client.close()
+    return failures
+
+
+def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int:
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tollgate-demo-") as tmp:
+        work = Path(tmp)
+        sim_port, gw_port = _free_port(), _free_port()
+        sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
+        master = "tg-master-" + secrets.token_urlsafe(16)
+        env = {**os.environ, "TOLLGATE_MASTER_KEY": master}
+        config = work / "tollgate.yaml"
+        config.write_text(_CONFIG.format(db=work / "tollgate.db", sim=sim_url))
+        exe = [sys.executable, "-m", "gateway"]
+        print(f"starting the simulated provider on {sim_url} and the gateway on {gw_url} ...", flush=True)
+        with (
+            _process([*exe, "sim", "--port", str(sim_port), "--tokens-per-s", "400"], env, work / "sim.log") as sim,
+            _process([*exe, "serve", "--config", str(config), "--port", str(gw_port)], env, work / "gateway.log") as gw,
+        ):
+            try:
+                _wait_ready(f"{sim_url}/health", sim, "simulated provider")
+                _wait_ready(f"{gw_url}/readyz", gw, "gateway")
+                keys = {}
+                for team in ("support", "research", "analytics"):
+                    _admin(gw_url, master, "/admin/teams", {"id": team})
+                    keys[team] = _admin(gw_url, master, "/admin/keys", {"team": team, "name": "demo"})["key"]
+                calls = build_workload(requests, seed)
+                print(f"sending {len(calls)} requests from {len(keys)} teams through the gateway ...", flush=True)
+                failures = asyncio.run(_drive(gw_url, keys, calls, concurrency))
+                rows = _admin(gw_url, master, "/admin/ledger")["data"]
+            except Exception:
+                for log in ("sim.log", "gateway.log"):
+                    print(f"--- {log} ---\n{(work / log).read_text()[-3000:]}", file=sys.stderr)
+                raise
+        print_report(rows, elapsed_s=time.perf_counter() - started)
+        if failures:
+            print(f"\n{len(failures)} request(s) failed:")
+            for line in failures[:10]:
+                print(f"  {line}")
+            return 1
+        total = sum((Decimal(r["cost_usd"]) for r in rows if r.get("cost_usd")), Decimal(0))
+        print(f"\nall {len(rows)} requests answered; ledger total ${total:.6f}")
+        return 0

@@ -1,0 +1,180 @@
+"""The pipeline's last step: from a model alias to an answer.
+
+Resolves the alias (exact name, else the longest `prefix/*` wildcard), picks a deployment by
+weight among those not cooling down, and calls its provider. Failures the upstream may
+recover from (429, 5xx, timeouts, refused connections) are retried with exponential backoff
+and full jitter, honouring retry-after; a deployment that keeps failing cools down; when an
+alias is exhausted its fallbacks are tried in order. A request the upstream rejects as
+malformed (4xx) is the client's to fix and is returned at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.config import LITELLM_PROVIDERS, OPENAI_COMPATIBLE_BASES, Config, Deployment, ModelAlias, RouterConfig
+from gateway.errors import (
+    ModelNotFound,
+    RateLimited,
+    TollgateError,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from gateway.pipeline import RequestContext
+from gateway.providers.base import Provider, ProviderCall, ProviderResponse
+
+
+@dataclass(slots=True)
+class _Health:
+    consecutive_failures: int = 0
+    cooling_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    alias: str
+    entry: ModelAlias
+    # The part of the requested name a wildcard alias matched (`openai/*` + `gpt-4o` → `gpt-4o`).
+    wildcard_rest: str | None
+
+
+class Dispatcher:
+    def __init__(self, config: Config, providers: Mapping[str, Provider], *, rng: random.Random | None = None) -> None:
+        self._models = config.models
+        self._router: RouterConfig = config.router
+        self._providers = providers
+        self._health: dict[int, _Health] = {}
+        self._rng = rng or random.Random()
+        self._wildcards = sorted(
+            ((alias[:-1], alias) for alias in config.models if alias.endswith("/*")), key=lambda p: -len(p[0])
+        )
+
+    def resolve(self, model: str) -> Target:
+        entry = self._models.get(model)
+        if entry is not None:
+            return Target(model, entry, None)
+        for prefix, alias in self._wildcards:
+            if model.startswith(prefix) and len(model) > len(prefix):
+                return Target(alias, self._models[alias], model[len(prefix) :])
+        raise ModelNotFound(
+            f"The model '{model}' does not exist or you do not have access to it.", param="model"
+        )
+
+    def knows(self, model: str) -> bool:
+        try:
+            self.resolve(model)
+        except ModelNotFound:
+            return False
+        return True
+
+    def aliases(self) -> list[str]:
+        return list(self._models)
+
+    async def __call__(self, ctx: RequestContext) -> ProviderResponse:
+        target = self.resolve(ctx.request.model)
+        chain = [target] + [Target(fb, self._models[fb], None) for fb in target.entry.fallbacks]
+        last_error: TollgateError | None = None
+        for hop in chain:
+            try:
+                return await self._try_alias(ctx, hop)
+            except UpstreamRejected:
+                raise
+            except (UpstreamError, RateLimited) as err:
+                last_error = err
+        assert last_error is not None
+        raise last_error
+
+    async def _try_alias(self, ctx: RequestContext, target: Target) -> ProviderResponse:
+        router = self._router
+        tried: set[int] = set()
+        last_error: TollgateError | None = None
+        for attempt in range(router.retries + 1):
+            deployment = self._pick(target.entry.deployments, tried)
+            if deployment is None:
+                break
+            tried.add(id(deployment))
+            call = self._call_for(ctx, target, deployment)
+            provider = self._providers[_provider_kind(deployment)]
+            try:
+                response = await provider.send(call, deployment)
+            except UpstreamRejected:
+                raise
+            except (UpstreamError, RateLimited) as err:
+                last_error = err
+                self._failed(deployment)
+                retry_after = getattr(err, "retry_after_s", None)
+                if attempt == router.retries or (retry_after or 0) > router.max_retry_after_s:
+                    break
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+                continue
+            self._succeeded(deployment)
+            ctx.served_by = f"{target.alias}#{target.entry.deployments.index(deployment)}"
+            ctx.served_model = str(call.body.get("model"))
+            return response
+        if last_error is None:
+            raise UpstreamUnavailable(
+                f"Every deployment of '{target.alias}' is cooling down after repeated failures; try again shortly.",
+                headers={"retry-after": str(max(1, round(router.cooldown_s)))},
+            )
+        raise last_error
+
+    def _call_for(self, ctx: RequestContext, target: Target, deployment: Deployment) -> ProviderCall:
+        request = ctx.request
+        upstream_model = target.wildcard_rest if deployment.model == "*" else deployment.model
+        if upstream_model is None:
+            upstream_model = request.model
+        if upstream_model == request.model:
+            body, raw = request.body, request.raw
+        else:
+            body, raw = {**request.body, "model": upstream_model}, None
+        return ProviderCall(
+            endpoint=request.endpoint, body=body, stream=request.stream, headers=ctx.client_headers, raw_body=raw
+        )
+
+    def _pick(self, deployments: list[Deployment], tried: set[int]) -> Deployment | None:
+        now = time.monotonic()
+        healthy = [d for d in deployments if self._health_of(d).cooling_until <= now]
+        # Prefer a deployment this request has not failed on yet; reuse one only if none is left.
+        fresh = [d for d in healthy if id(d) not in tried] or healthy
+        if not fresh:
+            return None
+        if len(fresh) == 1:
+            return fresh[0]
+        return self._rng.choices(fresh, weights=[d.weight for d in fresh])[0]
+
+    def _health_of(self, deployment: Deployment) -> _Health:
+        health = self._health.get(id(deployment))
+        if health is None:
+            health = self._health[id(deployment)] = _Health()
+        return health
+
+    def _failed(self, deployment: Deployment) -> None:
+        health = self._health_of(deployment)
+        health.consecutive_failures += 1
+        if health.consecutive_failures >= self._router.failures_before_cooldown:
+            health.cooling_until = time.monotonic() + self._router.cooldown_s
+            health.consecutive_failures = 0
+
+    def _succeeded(self, deployment: Deployment) -> None:
+        health = self._health.get(id(deployment))
+        if health is not None:
+            health.consecutive_failures = 0
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self._router.backoff_max_s, self._router.backoff_base_s * (2**attempt))
+        delay = self._rng.uniform(0, ceiling)
+        return max(delay, retry_after or 0.0)
+
+
+def _provider_kind(deployment: Deployment) -> str:
+    if deployment.provider == "sim":
+        return "sim"
+    if deployment.provider in OPENAI_COMPATIBLE_BASES:
+        return "openai_compat"
+    assert deployment.provider in LITELLM_PROVIDERS
+    return "litellm"

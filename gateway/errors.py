@@ -1,0 +1,171 @@
+"""One error tree for everything a client can be told.
+
+Foreign exceptions (aiohttp, litellm, sqlite, redis, pydantic) are translated into a
+`TollgateError` once, at the boundary where they are caught; the server renders any
+`TollgateError` as an OpenAI-style body (or Anthropic-style on /v1/messages). Anything else
+that escapes is a bug: it is logged with its traceback and the client sees a plain 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class TollgateError(Exception):
+    status: int = 500
+    type: str = "api_error"
+    code: str | None = None
+    anthropic_type: str = "api_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_anthropic(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.anthropic_type, "message": self.message}}
+
+    def openai_body(self) -> bytes:
+        return orjson.dumps(self.to_openai())
+
+    def anthropic_body(self) -> bytes:
+        return orjson.dumps(self.to_anthropic())
+
+
+class InvalidRequest(TollgateError):
+    status = 400
+    type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class AuthenticationFailed(TollgateError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    anthropic_type = "authentication_error"
+
+
+class PermissionDenied(TollgateError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+    anthropic_type = "permission_error"
+
+
+class NotFound(TollgateError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    anthropic_type = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class MethodNotAllowed(TollgateError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    anthropic_type = "invalid_request_error"
+
+
+class PayloadTooLarge(TollgateError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    anthropic_type = "request_too_large"
+
+
+class RateLimited(TollgateError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    anthropic_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after_s = retry_after_s
+        if retry_after_s is not None:
+            self.headers.setdefault("retry-after", str(max(1, round(retry_after_s))))
+
+
+class InternalError(TollgateError):
+    status = 500
+    type = "api_error"
+    code = "internal_error"
+
+
+class ServiceUnavailable(TollgateError):
+    """A dependency of the gateway itself (its store) is down: 503, nothing charged."""
+
+    status = 503
+    type = "api_error"
+    code = "service_unavailable"
+    anthropic_type = "overloaded_error"
+
+
+class UpstreamError(TollgateError):
+    """The provider answered with an error: 502, carrying the provider's own message."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_error"
+    anthropic_type = "api_error"
+
+    def __init__(self, message: str, *, upstream_status: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_status = upstream_status
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No connection could be made, or every deployment is cooling down."""
+
+    status = 503
+    code = "upstream_unavailable"
+    anthropic_type = "overloaded_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+    anthropic_type = "api_error"
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider refused the request itself (4xx other than 429): the caller's to fix.
+
+    It keeps the provider's status and error type so a client sees what it would have seen
+    talking to the provider directly.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, upstream_status: int, error_type: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, upstream_status=upstream_status, **kwargs)
+        self.status = upstream_status
+        self.type = error_type or "invalid_request_error"
+        self.anthropic_type = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(
+            upstream_status, "invalid_request_error"
+        )
+
+
+class UpstreamRateLimited(RateLimited):
+    """The provider said 429; retried and still limited."""
+
+    code = "upstream_rate_limited"

@@ -1,0 +1,169 @@
+"""The one interface every upstream speaks, and the shapes that cross it.
+
+Inside the gateway every request and response is in the OpenAI wire format (chat
+completions, completions, embeddings): it is what most upstreams speak natively, so the
+fast path forwards bytes untouched. A provider that speaks something else (Anthropic,
+Gemini, Bedrock ...) translates at its own edge. Streams are async iterables of raw SSE
+bytes, each item one or more whole `data: ...\n\n` events, so they pass through as they
+arrive; usage is read from the bytes without parsing every event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage | None:
+        if not usage:
+            return None
+        details = usage.get("prompt_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_prompt_tokens=int(details.get("cached_tokens") or 0),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderCall:
+    """One attempt at one deployment: the body is OpenAI-format with the upstream's model name."""
+
+    endpoint: Endpoint
+    body: Mapping[str, Any]
+    stream: bool = False
+    # Client headers a provider may honour (e.g. the simulator's `x-sim-*` fault switches).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # True when `body` is exactly what the client sent, so `raw_body` can be forwarded as is.
+    raw_body: bytes | None = None
+
+
+class ResponseStream(Protocol):
+    """SSE bytes in OpenAI chunk format. `usage` is known once iteration has ended."""
+
+    usage: Usage | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ProviderResponse:
+    status: int = 200
+    raw: bytes | None = None
+    stream: ResponseStream | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    _json: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any], **kwargs: Any) -> ProviderResponse:
+        return cls(raw=None, _json=body, **kwargs)
+
+    def json(self) -> dict[str, Any]:
+        if self._json is None:
+            assert self.raw is not None, "a streaming response has no JSON body"
+            self._json = orjson.loads(self.raw)
+        return self._json
+
+    def body_bytes(self) -> bytes:
+        if self.raw is None:
+            self.raw = orjson.dumps(self._json)
+        return self.raw
+
+    @property
+    def usage(self) -> Usage | None:
+        if self.stream is not None:
+            return self.stream.usage
+        return Usage.from_openai(self.json().get("usage"))
+
+
+class Provider(Protocol):
+    """A transport to one kind of upstream. Errors leave it as `gateway.errors.UpstreamError`."""
+
+    kind: str
+
+    async def send(self, call: ProviderCall, deployment: Any) -> ProviderResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SSEStream:
+    """Wraps an async iterator of raw SSE bytes (whole events) and watches it for usage.
+
+    Only events that carry a `"usage":{...}` object are parsed. When the client did not ask
+    for usage (`include_usage=False`) but the gateway asked the upstream for it, the
+    usage-only chunk (empty `choices`) is read and dropped instead of forwarded.
+    """
+
+    __slots__ = ("_source", "_include_usage", "usage", "_closed")
+
+    def __init__(self, source: AsyncIterator[bytes], *, include_usage: bool = True) -> None:
+        self._source = source
+        self._include_usage = include_usage
+        self.usage: Usage | None = None
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._source:
+                if b'"usage"' in data:
+                    data = self._take_usage(data)
+                    if not data:
+                        continue
+                yield data
+        finally:
+            await self.aclose()
+
+    def _take_usage(self, data: bytes) -> bytes:
+        kept: list[bytes] = []
+        for event in data.split(b"\n\n"):
+            if not event:
+                continue
+            payload = event[6:] if event.startswith(b"data: ") else None
+            if payload is not None and b'"usage"' in payload:
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    kept.append(event)
+                    continue
+                usage = Usage.from_openai(chunk.get("usage"))
+                if usage is not None:
+                    self.usage = usage
+                    if not self._include_usage and not chunk.get("choices"):
+                        continue
+            kept.append(event)
+        return b"".join(e + b"\n\n" for e in kept)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._source, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def sse_event(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"

@@ -1,0 +1,183 @@
+"""The fast path: raw HTTP to any OpenAI-compatible upstream (OpenAI, Groq, vLLM, our engine ...).
+
+One shared aiohttp session with pooled keep-alive connections. The request body goes out
+as the client's own bytes when nothing changed it; stream chunks are forwarded as they
+arrive, split only at event boundaries, never parsed except the one carrying usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.config import Deployment
+from gateway.errors import (
+    TollgateError,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream
+
+_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+# Client headers forwarded upstream: the simulator's switches and the engine's tenant salt.
+_FORWARDED_PREFIXES = ("x-sim-", "x-tollgate-tenant")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: str) -> TollgateError:
+    """Translate an upstream HTTP error into the gateway's error tree, keeping its message."""
+    message, error_type = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None
+    try:
+        parsed = orjson.loads(body)
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        if isinstance(error, dict):
+            message = str(error.get("message") or message)
+            error_type = error.get("type") if isinstance(error.get("type"), str) else None
+        elif isinstance(error, str):
+            message = error
+    except orjson.JSONDecodeError:
+        pass
+    text = f"{where}: {message}"
+    if status == 429:
+        return UpstreamRateLimited(text, retry_after_s=_retry_after(headers))
+    if 400 <= status < 500:
+        return UpstreamRejected(text, upstream_status=status, error_type=error_type)
+    if status in (502, 503, 529):
+        return UpstreamUnavailable(text, upstream_status=status)
+    if status == 504:
+        return UpstreamTimeout(text, upstream_status=status)
+    return UpstreamError(text, upstream_status=status)
+
+
+class OpenAICompatProvider:
+    kind = "openai_compat"
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily inside the running loop; limit=0: the upstream, not us, sets concurrency.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=True,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            )
+        return self._session
+
+    async def send(self, call: ProviderCall, deployment: Deployment) -> ProviderResponse:
+        base = deployment.resolved_api_base()
+        where = f"{deployment.provider}/{call.body.get('model')}"
+        url = f"{base}{_PATHS[call.endpoint]}"
+        headers = {"content-type": "application/json"}
+        key = deployment.resolved_api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        for name, value in call.headers.items():
+            if name.startswith(_FORWARDED_PREFIXES):
+                headers[name] = value
+        payload = self._payload(call, deployment)
+        timeout = aiohttp.ClientTimeout(total=None if call.stream else deployment.timeout_s,
+                                        sock_connect=min(10.0, deployment.timeout_s),
+                                        sock_read=deployment.timeout_s)
+        try:
+            resp = await self._client().post(url, data=payload, headers=headers, timeout=timeout)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout(f"{where}: no response within {deployment.timeout_s:g}s") from None
+        except aiohttp.ClientConnectionError as err:
+            raise UpstreamUnavailable(f"{where}: cannot connect to {base}: {err}") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamError(f"{where}: {err}") from None
+        if resp.status >= 400 or not call.stream:
+            try:
+                body = await resp.read()
+            except asyncio.TimeoutError:
+                raise UpstreamTimeout(f"{where}: no response within {deployment.timeout_s:g}s") from None
+            except aiohttp.ClientError as err:
+                raise UpstreamError(f"{where}: connection lost reading the response: {err}") from None
+            finally:
+                resp.release()
+            if resp.status >= 400:
+                raise upstream_error(resp.status, body, resp.headers, where)
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{where}: upstream answered with malformed JSON") from None
+            if not isinstance(parsed, dict):
+                raise UpstreamError(f"{where}: upstream answered with malformed JSON")
+            return ProviderResponse(raw=body, _json=parsed)
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        return ProviderResponse(stream=SSEStream(_events(resp, where), include_usage=include_usage))
+
+    @staticmethod
+    def _payload(call: ProviderCall, deployment: Deployment) -> bytes:
+        wants_usage = call.stream and not (call.body.get("stream_options") or {}).get("include_usage")
+        if call.raw_body is not None and not deployment.extra_body and not wants_usage:
+            return call.raw_body
+        body: dict[str, Any] = dict(call.body)
+        if deployment.extra_body:
+            body.update(deployment.extra_body)
+        if wants_usage:
+            # Accounting needs usage even when the client did not ask; SSEStream drops it again.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _events(resp: aiohttp.ClientResponse, where: str) -> AsyncIterator[bytes]:
+    """Yield whole SSE events as they arrive; an incomplete stream ends in UpstreamError."""
+    buffer = b""
+    done = False
+    try:
+        async for data in resp.content.iter_any():
+            buffer += data
+            end = buffer.rfind(b"\n\n")
+            if end < 0:
+                continue
+            ready, buffer = buffer[: end + 2], buffer[end + 2 :]
+            if b"\r\n" in ready:
+                ready = ready.replace(b"\r\n", b"\n")
+            for event in ready[:-2].split(b"\n\n"):
+                # A cheap shape check instead of parsing every chunk: a JSON event ends in "}".
+                if event.endswith(b"[DONE]"):
+                    done = True
+                elif event and not event.endswith(b"}") and not event.startswith(b":"):
+                    raise UpstreamError(f"{where}: upstream sent a malformed stream event")
+            yield ready
+    except asyncio.TimeoutError:
+        raise UpstreamTimeout(f"{where}: stream stalled") from None
+    except aiohttp.ClientError as err:
+        raise UpstreamError(f"{where}: stream interrupted: {err}") from None
+    finally:
+        resp.release()
+    if buffer.strip():
+        raise UpstreamError(f"{where}: stream ended in the middle of an event")
+    if not done:
+        raise UpstreamError(f"{where}: stream ended without [DONE]")

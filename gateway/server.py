@@ -1,0 +1,280 @@
+"""The ASGI app: a thin raw-ASGI hot path for the proxied endpoints, Starlette for the rest.
+
+The proxied endpoints (chat completions, completions, embeddings, Anthropic messages) are
+the gateway's cost: each request here pays for every microsecond, so they are handled by a
+plain ASGI callable (Starlette's Request/StreamingResponse add 20-70% to a proxied request;
+see docs/decisions/0001-raw-asgi-hot-path.md). Control routes (models, health, admin) go
+through Starlette, where readability wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from gateway.accounting.costing import CostReport, cost_request
+from gateway.config import Config
+from gateway.control import build_control_app
+from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
+from gateway.pipeline import RequestContext, Wire
+from gateway.providers.base import Endpoint, ProviderResponse
+from gateway.runtime import Runtime
+from gateway.store.base import StoreUnavailable
+from gateway.wire import anthropic
+from gateway.wire.openai import parse_body, validate
+
+log = logging.getLogger("tollgate.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_ROUTES: dict[str, tuple[Endpoint, Wire]] = {
+    "/v1/chat/completions": ("chat", "openai"),
+    "/v1/completions": ("completions", "openai"),
+    "/v1/embeddings": ("embeddings", "openai"),
+    "/v1/messages": ("chat", "anthropic"),
+}
+# Clients that set base_url without /v1 are served too.
+_ROUTES.update({path[3:]: route for path, route in list(_ROUTES.items())})
+
+_JSON = (b"content-type", b"application/json")
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_FORWARDED_PREFIXES = (b"x-sim-", b"x-tollgate-tenant")
+
+
+class TollgateApp:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.runtime: Runtime | None = None
+        self.control = build_control_app(self)
+        self._max_body = config.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = _ROUTES.get(scope["path"])
+            if route is not None:
+                await self._proxy(scope, receive, send, *route)
+            else:
+                await self.control(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.control(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.runtime = await Runtime.start(self.config)
+                except Exception as err:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.runtime is not None:
+                    await self.runtime.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, wire: Wire) -> None:
+        request_id = os.urandom(12).hex()
+        runtime = self.runtime
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST.")
+            assert runtime is not None, "the lifespan has not started the gateway"
+            api_key, client_headers, length = _read_headers(scope["headers"])
+            raw = await _read_body(receive, length, self._max_body)
+            body = parse_body(raw)
+            if wire == "anthropic":
+                request = validate("chat", anthropic.messages_to_chat(body))
+            else:
+                request = validate(endpoint, body, raw)
+            ctx = RequestContext(
+                request_id=request_id,
+                original=request,
+                request=request,
+                wire=wire,
+                client_headers=client_headers,
+                api_key=api_key,
+            )
+            response = await runtime.chain(ctx)
+        except TollgateError as err:
+            await _send_error(send, err, wire, request_id)
+            return
+        except StoreUnavailable as err:
+            log.error("store unavailable", extra={"request_id": request_id, "error": str(err)})
+            await _send_error(send, ServiceUnavailable("The gateway's store is unavailable; try again shortly."), wire, request_id)
+            return
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": request_id})
+            await _send_error(send, InternalError("The gateway failed to handle this request."), wire, request_id)
+            return
+        if response.stream is not None:
+            await self._send_stream(runtime, ctx, response, receive, send)
+        else:
+            await self._send_json(runtime, ctx, response, send)
+
+    async def _send_json(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, send: Send) -> None:
+        try:
+            if ctx.wire == "anthropic":
+                body = orjson.dumps(anthropic.chat_to_message(response.json(), model=ctx.original.model))
+            else:
+                body = response.body_bytes()
+            report = self._settle(runtime, ctx, response)
+        except Exception:
+            log.exception("failed to render the response", extra={"request_id": ctx.request_id})
+            await _send_error(send, InternalError("The gateway failed to render the upstream's answer."), ctx.wire, ctx.request_id)
+            return
+        headers = [_JSON, (b"content-length", str(len(body)).encode()), *_tollgate_headers(ctx, report)]
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _send_stream(
+        self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, receive: Receive, send: Send
+    ) -> None:
+        assert response.stream is not None
+        chunks: AsyncIterator[bytes]
+        if ctx.wire == "anthropic":
+            chunks = aiter(anthropic.AnthropicStream(response.stream, model=ctx.original.model))
+        else:
+            chunks = aiter(response.stream)
+        headers = [*_SSE, *_tollgate_headers(ctx, None)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # A client that hangs up must not keep the upstream generating (and billing) tokens.
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            async for chunk in chunks:
+                if disconnected.done():
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except TollgateError as err:
+            log.warning("upstream failed mid-stream", extra={"request_id": ctx.request_id, "error": err.message})
+            await send({"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True})
+        except Exception:
+            log.exception("stream failed", extra={"request_id": ctx.request_id})
+            err = InternalError("The gateway failed while streaming the answer.")
+            await send({"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True})
+        finally:
+            disconnected.cancel()
+            with contextlib.suppress(Exception):
+                await response.stream.aclose()
+        await send({"type": "http.response.body", "body": b""})
+        with contextlib.suppress(Exception):
+            self._settle(runtime, ctx, response)
+
+    def _settle(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse) -> CostReport:
+        usage = response.usage
+        report = cost_request(ctx, usage, runtime.prices)
+        runtime.ledger.submit(
+            {
+                "request_id": ctx.request_id,
+                "ts": time.time(),
+                "team": ctx.team,
+                "key_id": ctx.principal.key_id if ctx.principal else None,
+                "endpoint": ctx.request.endpoint,
+                "stream": ctx.request.stream,
+                "requested_model": ctx.original.model,
+                "served_model": ctx.served_model,
+                "deployment": ctx.served_by,
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "cached_prompt_tokens": usage.cached_prompt_tokens if usage else None,
+                "cost_usd": report.cost_usd,
+                "baseline_usd": report.baseline_usd,
+                "saved_usd": report.saved_usd,
+                "saved_by_stage": report.saved_by_stage,
+                "latency_ms": round((time.perf_counter() - ctx.started_at) * 1000, 3),
+            }
+        )
+        return report
+
+
+def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, dict[str, str], int | None]:
+    api_key: str | None = None
+    forwarded: dict[str, str] = {}
+    length: int | None = None
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                api_key = token.strip()
+        elif name == b"x-api-key":
+            api_key = api_key or value.decode("latin-1").strip()
+        elif name == b"content-length":
+            with contextlib.suppress(ValueError):
+                length = int(value)
+        elif name.startswith(_FORWARDED_PREFIXES):
+            forwarded[name.decode("latin-1")] = value.decode("latin-1")
+    return api_key, forwarded, length
+
+
+async def _read_body(receive: Receive, length: int | None, limit: int) -> bytes:
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {limit} bytes.")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _tollgate_headers(ctx: RequestContext, report: CostReport | None) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-request-id", ctx.request_id.encode())]
+    if ctx.served_model:
+        headers.append((b"x-tollgate-model", ctx.served_model.encode()))
+    if report is not None and report.cost_usd is not None:
+        headers.append((b"x-tollgate-cost-usd", _usd(report.cost_usd)))
+        headers.append((b"x-tollgate-saved-usd", _usd(report.saved_usd)))
+    for name, value in ctx.response_headers.items():
+        headers.append((name.encode(), value.encode()))
+    return headers
+
+
+def _usd(amount: Any) -> bytes:
+    return f"{amount:.10f}".rstrip("0").rstrip(".").encode() if amount else b"0"
+
+
+def _stream_error(err: TollgateError, wire: Wire) -> bytes:
+    if wire == "anthropic":
+        return b"event: error\ndata: " + err.anthropic_body() + b"\n\n"
+    return b"data: " + err.openai_body() + b"\n\n"
+
+
+async def _send_error(send: Send, err: TollgateError, wire: Wire, request_id: str) -> None:
+    body = err.anthropic_body() if wire == "anthropic" else err.openai_body()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode())]
+    headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(config: Config) -> TollgateApp:
+    return TollgateApp(config)
+

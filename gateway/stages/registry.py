@@ -1,0 +1,44 @@
+"""The explicit registry of stages: which exist, and how each is built from config.
+
+A stage that is switched off is left out of the chain (the do-nothing object is the
+absence of a link), so the gateway with every stage off is a plain proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import Config
+from gateway.keys import KeyRing
+from gateway.pipeline import CANONICAL_ORDER, Stage
+from gateway.stages.auth import AuthStage
+from gateway.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class StageDeps:
+    """What the runtime hands to stage factories; a stage takes only what it needs."""
+
+    store: Store
+    keys: KeyRing
+
+
+StageFactory = Callable[[Config, StageDeps], Stage | None]
+
+
+def _auth(config: Config, deps: StageDeps) -> Stage | None:
+    if not config.stages.auth.enabled:
+        return None
+    return AuthStage(config.stages.auth, deps.keys, config.server.master_key)
+
+
+# name -> factory, one entry per stage module; a factory returns None when its stage is off.
+REGISTRY: dict[str, StageFactory] = {
+    "auth": _auth,
+}
+
+
+def build_stages(config: Config, deps: StageDeps) -> list[Stage]:
+    stages = [stage for name in CANONICAL_ORDER if name in REGISTRY if (stage := REGISTRY[name](config, deps))]
+    return stages

@@ -1,0 +1,145 @@
+"""One contract every registered stage keeps, whatever it does.
+
+A new stage joins REGISTRY and gets an entry in ADMIT below: how to build it so that a
+request passes through it. The suite then checks the pipeline's rules on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.errors import UpstreamError
+from gateway.keys import KeyRing
+from gateway.pipeline import CANONICAL_ORDER, Request, RequestContext, Stage, build_chain
+from gateway.providers.base import ProviderResponse
+from gateway.stages.registry import REGISTRY, StageDeps, build_stages
+from gateway.store.memory import MemoryStore
+
+Setup = Callable[[], Awaitable[tuple[Stage, Callable[[RequestContext], None]]]]
+
+
+async def _admit_auth() -> tuple[Stage, Callable[[RequestContext], None]]:
+    keys = KeyRing(MemoryStore())
+    await keys.create_team("contract")
+    plaintext, _ = await keys.create_key("contract")
+    config = parse_config({"server": {"master_key": "tg-master"}})
+    stage = REGISTRY["auth"](config, StageDeps(store=MemoryStore(), keys=keys))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        ctx.api_key = plaintext
+
+    return stage, prepare
+
+
+ADMIT: dict[str, Setup] = {"auth": _admit_auth}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+async def admitted(request: pytest.FixtureRequest) -> tuple[Stage, Callable[[RequestContext], None]]:
+    assert request.param in ADMIT, f"stage {request.param!r} has no contract setup in ADMIT"
+    return await ADMIT[request.param]()
+
+
+def _ctx() -> RequestContext:
+    body = {"model": "sim/gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+    req = Request(endpoint="chat", model="sim/gpt-4o", body=body)
+    return RequestContext(request_id="r1", original=req, request=req)
+
+
+def test_every_registered_stage_has_a_canonical_place() -> None:
+    assert set(REGISTRY) <= set(CANONICAL_ORDER)
+
+
+@pytest.mark.anyio
+async def test_passes_the_same_context_and_returns_the_downstream_response(admitted: Any) -> None:
+    stage, prepare = admitted
+    ctx = _ctx()
+    prepare(ctx)
+    original = ctx.original
+    answer = ProviderResponse.from_json({"ok": True})
+    seen: list[RequestContext] = []
+
+    async def downstream(c: RequestContext) -> ProviderResponse:
+        seen.append(c)
+        return answer
+
+    result = await build_chain([stage], downstream)(ctx)
+    assert seen == [ctx]
+    assert result is answer
+    assert ctx.original is original
+
+
+@pytest.mark.anyio
+async def test_downstream_errors_reach_the_caller_unchanged(admitted: Any) -> None:
+    stage, prepare = admitted
+    ctx = _ctx()
+    prepare(ctx)
+    failure = UpstreamError("upstream broke")
+
+    async def downstream(c: RequestContext) -> ProviderResponse:
+        raise failure
+
+    with pytest.raises(UpstreamError) as info:
+        await build_chain([stage], downstream)(ctx)
+    assert info.value is failure
+
+
+@pytest.mark.anyio
+async def test_streams_pass_through_without_being_buffered(admitted: Any) -> None:
+    stage, prepare = admitted
+    ctx = _ctx()
+    prepare(ctx)
+    produced: list[int] = []
+
+    class Stream:
+        usage = None
+
+        def __aiter__(self) -> AsyncIterator[bytes]:
+            return self._gen()
+
+        async def _gen(self) -> AsyncIterator[bytes]:
+            for i in range(3):
+                produced.append(i)
+                yield f"data: {i}\n\n".encode()
+
+        async def aclose(self) -> None:
+            pass
+
+    async def downstream(c: RequestContext) -> ProviderResponse:
+        return ProviderResponse(stream=Stream())
+
+    result = await build_chain([stage], downstream)(ctx)
+    assert produced == []  # nothing consumed before the client reads
+    assert result.stream is not None
+    assert [chunk async for chunk in result.stream] == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+
+
+def test_a_switched_off_stage_is_absent_from_the_chain() -> None:
+    config = parse_config({"stages": {name: {"enabled": False} for name in REGISTRY}})
+    deps = StageDeps(store=MemoryStore(), keys=KeyRing(MemoryStore()))
+    assert build_stages(config, deps) == []
+
+
+def test_chain_rejects_stages_out_of_canonical_order() -> None:
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def __call__(self, ctx: RequestContext, call_next: Any) -> ProviderResponse:
+            return await call_next(ctx)
+
+    async def terminal(c: RequestContext) -> ProviderResponse:
+        return ProviderResponse.from_json({})
+
+    with pytest.raises(ValueError, match="out of canonical order"):
+        build_chain([Fake("route"), Fake("auth")], terminal)  # type: ignore[list-item]

@@ -1,0 +1,136 @@
+"""Real processes for end-to-end tests: the simulated provider and the gateway.
+
+Each runs as `python -m gateway ...` in its own session so it can be stopped as a group;
+its output goes to a log file that a failing test prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    master_key: str = ""
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}) before ready:\n{log.read_text()[-4000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        time.sleep(0.05)
+    raise RuntimeError(f"not ready within {timeout}s: {url}\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def run_sim(workdir: Path, *args: str) -> Iterator[Proc]:
+    port = free_port()
+    log = workdir / f"sim-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "sim", "--port", str(port), *args],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait(f"http://127.0.0.1:{port}/health", proc, log)
+        yield Proc(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def run_gateway(workdir: Path, config: str, *, master_key: str = "tg-master-test", port: int | None = None,
+                env: dict[str, str] | None = None) -> Iterator[Proc]:  # fmt: skip
+    port = port or free_port()
+    path = workdir / f"gateway-{port}.yaml"
+    path.write_text(config)
+    log = workdir / f"gateway-{port}.log"
+    environ = {**os.environ, "TOLLGATE_MASTER_KEY": master_key, **(env or {})}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
+        )  # fmt: skip
+    try:
+        _wait(f"http://127.0.0.1:{port}/readyz", proc, log)
+        yield Proc(f"http://127.0.0.1:{port}", proc, log, master_key)
+    finally:
+        stop(proc)
+
+
+def http(method: str, url: str, *, body: Any = None, raw: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+    """A plain HTTP call, for what an SDK would hide: exact status, headers and body."""
+    data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            payload = resp.read()
+            status, hdrs = resp.status, {k.lower(): v for k, v in resp.headers.items()}
+    except urllib.error.HTTPError as err:
+        payload, status, hdrs = err.read(), err.code, {k.lower(): v for k, v in err.headers.items()}
+    try:
+        parsed = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        parsed = payload
+    return status, hdrs, parsed
+
+
+def admin(gw: Proc, method: str, path: str, body: Any = None) -> Any:
+    status, _, parsed = http(method, gw.url + path, body=body, headers={"authorization": f"Bearer {gw.master_key}"})
+    assert status < 300, (status, parsed)
+    return parsed
+
+
+def team_key(gw: Proc, team: str) -> str:
+    teams = {t["id"] for t in admin(gw, "GET", "/admin/teams")["data"]}
+    if team not in teams:
+        admin(gw, "POST", "/admin/teams", {"id": team})
+    return str(admin(gw, "POST", "/admin/keys", {"team": team, "name": "test"})["key"])

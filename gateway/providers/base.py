@@ -128,7 +128,8 @@ class SSEStream:
     async def _iterate(self) -> AsyncIterator[bytes]:
         try:
             async for data in self._source:
-                if b'"usage"' in data:
+                # Chunks say `"usage":null` until the last one: look only for a usage object.
+                if b'"usage":{' in data or b'"usage": {' in data:
                     data = self._take_usage(data)
                     if not data:
                         continue
@@ -142,7 +143,7 @@ class SSEStream:
             if not event:
                 continue
             payload = event[6:] if event.startswith(b"data: ") else None
-            if payload is not None and b'"usage"' in payload:
+            if payload is not None and (b'"usage":{' in payload or b'"usage": {' in payload):
                 try:
                     chunk = orjson.loads(payload)
                 except orjson.JSONDecodeError:

@@ -38,6 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,
+        # The gateway is the edge; X-Forwarded-* rewriting costs per request and is off.
+        proxy_headers=False,
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=10,

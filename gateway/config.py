@@ -24,6 +24,8 @@ OPENAI_COMPATIBLE_BASES: dict[str, str] = {
     "together": "https://api.together.xyz/v1",
     "deepseek": "https://api.deepseek.com/v1",
     "openai_compat": "",
+    # Our own engine (local_engine): OpenAI wire, tenant-salted prefix cache, priced per GPU-hour.
+    "local": "",
 }
 # Providers reached through litellm's translation (the value is litellm's model prefix).
 LITELLM_PROVIDERS: dict[str, str] = {
@@ -37,7 +39,7 @@ LITELLM_PROVIDERS: dict[str, str] = {
     "litellm": "",
 }
 ProviderKind = Literal[
-    "sim", "openai", "groq", "together", "deepseek", "openai_compat",
+    "sim", "local", "openai", "groq", "together", "deepseek", "openai_compat",
     "anthropic", "gemini", "vertex_ai", "bedrock", "cohere", "mistral", "azure", "litellm",
 ]  # fmt: skip
 
@@ -70,12 +72,37 @@ class Deployment(_Strict):
     price: PriceOverride | None = None
     # Extra fields merged into every request body sent to this deployment.
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Self-hosted pricing (provider local): what the GPU costs and what it measurably serves.
+    gpu_hour_usd: Decimal | None = Field(default=None, ge=0)
+    input_tokens_per_s: float | None = Field(default=None, gt=0)
+    output_tokens_per_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _needs_base(self) -> Deployment:
-        if self.provider == "openai_compat" and not self.api_base:
-            raise ValueError("provider openai_compat needs api_base")
+        if self.provider in ("openai_compat", "local") and not self.api_base:
+            raise ValueError(f"provider {self.provider} needs api_base")
+        if self.gpu_hour_usd is not None and (self.input_tokens_per_s is None or self.output_tokens_per_s is None):
+            raise ValueError("gpu_hour_usd needs input_tokens_per_s and output_tokens_per_s (measured throughput)")
+        if self.gpu_hour_usd is not None and self.price is not None:
+            raise ValueError("give either price or gpu_hour_usd, not both")
         return self
+
+    def effective_price(self) -> PriceOverride | None:
+        """The deployment's own price: explicit, or derived from GPU-hour cost and throughput.
+
+        A GPU-second buys `tokens_per_s` tokens, so a token costs gpu_hour / 3600 / tokens_per_s.
+        Prefix-cache hits cost no compute and are priced at zero.
+        """
+        if self.price is not None or self.gpu_hour_usd is None:
+            return self.price
+        assert self.input_tokens_per_s is not None and self.output_tokens_per_s is not None
+        per_second = self.gpu_hour_usd / 3600
+        million = Decimal(1_000_000)
+        return PriceOverride(
+            input_per_mtok=per_second / Decimal(str(self.input_tokens_per_s)) * million,
+            output_per_mtok=per_second / Decimal(str(self.output_tokens_per_s)) * million,
+            cached_input_per_mtok=Decimal(0),
+        )
 
     def resolved_api_key(self) -> str | None:
         if self.api_key:

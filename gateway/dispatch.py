@@ -16,7 +16,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import LITELLM_PROVIDERS, OPENAI_COMPATIBLE_BASES, Config, Deployment, ModelAlias, RouterConfig
+from gateway.config import (
+    LITELLM_PROVIDERS,
+    OPENAI_COMPATIBLE_BASES,
+    Config,
+    Deployment,
+    ModelAlias,
+    RouterConfig,
+)
 from gateway.errors import (
     ModelNotFound,
     RateLimited,
@@ -113,6 +120,7 @@ class Dispatcher:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
                 continue
             self._succeeded(deployment)
+            ctx.deployment = deployment
             ctx.served_by = f"{target.alias}#{target.entry.deployments.index(deployment)}"
             ctx.served_model = str(call.body.get("model"))
             return response
@@ -133,7 +141,12 @@ class Dispatcher:
         else:
             body, raw = {**request.body, "model": upstream_model}, None
         return ProviderCall(
-            endpoint=request.endpoint, body=body, stream=request.stream, headers=ctx.client_headers, raw_body=raw
+            endpoint=request.endpoint,
+            body=body,
+            stream=request.stream,
+            headers=ctx.client_headers,
+            raw_body=raw,
+            tenant=ctx.team,
         )
 
     def _pick(self, deployments: list[Deployment], tried: set[int]) -> Deployment | None:

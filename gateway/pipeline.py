@@ -17,6 +17,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
 
+from gateway.config import Deployment
 from gateway.providers.base import Endpoint, ProviderResponse
 
 Wire = Literal["openai", "anthropic"]
@@ -83,6 +84,7 @@ class RequestContext:
     # Headers added to the client's response (x-tollgate-*).
     response_headers: dict[str, str] = field(default_factory=dict)
     # Filled by the terminal handler: the deployment that answered.
+    deployment: Deployment | None = None
     served_by: str | None = None
     served_model: str | None = None
     started_at: float = field(default_factory=time.perf_counter)

@@ -43,14 +43,7 @@ class Runtime:
             keys = KeyRing(store)
             dispatcher = Dispatcher(config, providers)
             stages = build_stages(config, StageDeps(store=store, keys=keys))
-            prices = PriceTable(
-                {
-                    dep.model: dep.price
-                    for entry in config.models.values()
-                    for dep in entry.deployments
-                    if dep.price is not None and dep.model != "*"
-                }
-            )
+            prices = PriceTable()
             ledger = Ledger(store)
             ledger.start()
         except BaseException:

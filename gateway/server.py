@@ -13,13 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from gateway.accounting.costing import CostReport, cost_request
+from gateway.accounting.costing import CostReport, cost_request, ledger_row
 from gateway.config import Config
 from gateway.control import build_control_app
 from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
@@ -28,6 +27,7 @@ from gateway.providers.base import Endpoint, ProviderResponse
 from gateway.runtime import Runtime
 from gateway.store.base import StoreUnavailable
 from gateway.wire import anthropic
+from gateway.wire.anthropic_stream import AnthropicStream
 from gateway.wire.openai import parse_body, validate
 
 log = logging.getLogger("tollgate.server")
@@ -47,7 +47,7 @@ _ROUTES.update({path[3:]: route for path, route in list(_ROUTES.items())})
 
 _JSON = (b"content-type", b"application/json")
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-_FORWARDED_PREFIXES = (b"x-sim-", b"x-tollgate-tenant")
+_FORWARDED_PREFIXES = (b"x-sim-",)
 
 
 class TollgateApp:
@@ -146,7 +146,7 @@ class TollgateApp:
         assert response.stream is not None
         chunks: AsyncIterator[bytes]
         if ctx.wire == "anthropic":
-            chunks = aiter(anthropic.AnthropicStream(response.stream, model=ctx.original.model))
+            chunks = aiter(AnthropicStream(response.stream, model=ctx.original.model))
         else:
             chunks = aiter(response.stream)
         headers = [*_SSE, *_tollgate_headers(ctx, None)]
@@ -174,29 +174,8 @@ class TollgateApp:
             self._settle(runtime, ctx, response)
 
     def _settle(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse) -> CostReport:
-        usage = response.usage
-        report = cost_request(ctx, usage, runtime.prices)
-        runtime.ledger.submit(
-            {
-                "request_id": ctx.request_id,
-                "ts": time.time(),
-                "team": ctx.team,
-                "key_id": ctx.principal.key_id if ctx.principal else None,
-                "endpoint": ctx.request.endpoint,
-                "stream": ctx.request.stream,
-                "requested_model": ctx.original.model,
-                "served_model": ctx.served_model,
-                "deployment": ctx.served_by,
-                "prompt_tokens": usage.prompt_tokens if usage else None,
-                "completion_tokens": usage.completion_tokens if usage else None,
-                "cached_prompt_tokens": usage.cached_prompt_tokens if usage else None,
-                "cost_usd": report.cost_usd,
-                "baseline_usd": report.baseline_usd,
-                "saved_usd": report.saved_usd,
-                "saved_by_stage": report.saved_by_stage,
-                "latency_ms": round((time.perf_counter() - ctx.started_at) * 1000, 3),
-            }
-        )
+        report = cost_request(ctx, response.usage, runtime.prices)
+        runtime.ledger.submit(ledger_row(ctx, report))
         return report
 
 

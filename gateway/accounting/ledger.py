@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -21,12 +20,6 @@ from gateway.store.base import Store, StoreUnavailable
 log = logging.getLogger("tollgate.ledger")
 LEDGER_LOG = "ledger"
 _BATCH = 256
-
-
-def _default(value: object) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(type(value).__name__)
 
 
 class Ledger:
@@ -39,7 +32,7 @@ class Ledger:
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="ledger-writer")
 
     def submit(self, row: Mapping[str, Any]) -> None:
-        self._queue.put_nowait(orjson.dumps(row, default=_default))
+        self._queue.put_nowait(orjson.dumps(row))
 
     async def flush(self) -> None:
         await self._queue.join()
@@ -57,8 +50,7 @@ class Ledger:
     async def _write(self, batch: list[bytes]) -> None:
         for attempt in range(5):
             try:
-                for row in batch:
-                    await self._store.append(LEDGER_LOG, row)
+                await self._store.append_many(LEDGER_LOG, batch)
                 return
             except StoreUnavailable as err:
                 log.warning("ledger write failed, retrying", extra={"error": str(err), "attempt": attempt})

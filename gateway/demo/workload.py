@@ -82,7 +82,7 @@ def _support_chat(rng: random.Random, i: int) -> Call:
         {"role": "system", "content": "You are a concise, friendly support agent for a B2B SaaS product."},
         {"role": "user", "content": f"Our {product} {problem}. What should we check first?"},
     ]
-    for turn in range(rng.randint(0, 3)):
+    for _turn in range(rng.randint(0, 3)):
         messages.append({"role": "assistant", "content": rng.choice(_SENTENCES) + " Could you share the request id?"})
         messages.append({"role": "user", "content": f"Request id req-{rng.randint(1000, 9999)}. {rng.choice(_SENTENCES)}"})
     stream = rng.random() < 0.6

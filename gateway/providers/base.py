@@ -54,6 +54,8 @@ class ProviderCall:
     headers: Mapping[str, str] = field(default_factory=dict)
     # True when `body` is exactly what the client sent, so `raw_body` can be forwarded as is.
     raw_body: bytes | None = None
+    # Who is asking, for upstreams that isolate tenants (the local engine's prefix cache).
+    tenant: str | None = None
 
 
 class ResponseStream(Protocol):
@@ -114,7 +116,7 @@ class SSEStream:
     usage-only chunk (empty `choices`) is read and dropped instead of forwarded.
     """
 
-    __slots__ = ("_source", "_include_usage", "usage", "_closed")
+    __slots__ = ("_closed", "_include_usage", "_source", "usage")
 
     def __init__(self, source: AsyncIterator[bytes], *, include_usage: bool = True) -> None:
         self._source = source

@@ -7,7 +7,6 @@ arrive, split only at event boundaries, never parsed except the one carrying usa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -26,8 +25,10 @@ from gateway.errors import (
 from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
-# Client headers forwarded upstream: the simulator's switches and the engine's tenant salt.
-_FORWARDED_PREFIXES = ("x-sim-", "x-tollgate-tenant")
+# Client headers forwarded upstream: the simulator's switches. The engine's tenant salt is
+# set by the gateway from the authenticated team, never taken from the client.
+_FORWARDED_PREFIXES = ("x-sim-",)
+TENANT_HEADER = "x-tollgate-tenant"
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -76,6 +77,7 @@ class OpenAICompatProvider:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily inside the running loop; limit=0: the upstream, not us, sets concurrency.
@@ -99,13 +101,13 @@ class OpenAICompatProvider:
         for name, value in call.headers.items():
             if name.startswith(_FORWARDED_PREFIXES):
                 headers[name] = value
+        if deployment.provider == "local" and call.tenant:
+            headers[TENANT_HEADER] = call.tenant
         payload = self._payload(call, deployment)
-        timeout = aiohttp.ClientTimeout(total=None if call.stream else deployment.timeout_s,
-                                        sock_connect=min(10.0, deployment.timeout_s),
-                                        sock_read=deployment.timeout_s)
+        timeout = self._timeout(deployment.timeout_s, call.stream)
         try:
             resp = await self._client().post(url, data=payload, headers=headers, timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"{where}: no response within {deployment.timeout_s:g}s") from None
         except aiohttp.ClientConnectionError as err:
             raise UpstreamUnavailable(f"{where}: cannot connect to {base}: {err}") from None
@@ -114,7 +116,7 @@ class OpenAICompatProvider:
         if resp.status >= 400 or not call.stream:
             try:
                 body = await resp.read()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise UpstreamTimeout(f"{where}: no response within {deployment.timeout_s:g}s") from None
             except aiohttp.ClientError as err:
                 raise UpstreamError(f"{where}: connection lost reading the response: {err}") from None
@@ -131,6 +133,21 @@ class OpenAICompatProvider:
             return ProviderResponse(raw=body, _json=parsed)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         return ProviderResponse(stream=SSEStream(_events(resp, where), include_usage=include_usage))
+
+    def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+        # A whole-response deadline for plain answers; for streams, a limit on each silence
+        # (a read timer rescheduled on every chunk costs too much to pay on plain answers).
+        key = (seconds, stream)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            connect = min(10.0, seconds)
+            timeout = (
+                aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=seconds)
+                if stream
+                else aiohttp.ClientTimeout(total=seconds, sock_connect=connect)
+            )
+            self._timeouts[key] = timeout
+        return timeout
 
     @staticmethod
     def _payload(call: ProviderCall, deployment: Deployment) -> bytes:
@@ -171,7 +188,7 @@ async def _events(resp: aiohttp.ClientResponse, where: str) -> AsyncIterator[byt
                 elif event and not event.endswith(b"}") and not event.startswith(b":"):
                     raise UpstreamError(f"{where}: upstream sent a malformed stream event")
             yield ready
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise UpstreamTimeout(f"{where}: stream stalled") from None
     except aiohttp.ClientError as err:
         raise UpstreamError(f"{where}: stream interrupted: {err}") from None

@@ -10,6 +10,7 @@ Values are bytes: callers serialise (orjson) so the store never guesses a type.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -43,6 +44,13 @@ class Store(Protocol):
 
     async def append(self, log: str, record: bytes) -> int:
         """Append a record to an append-only log; returns its sequence number (1, 2, 3 ...)."""
+
+    async def append_many(self, log: str, records: Sequence[bytes]) -> int:
+        """Append records in order, atomically as one batch; returns the last sequence number.
+
+        One round trip (one transaction) for many rows: the ledger writes this way, so its
+        cost per request stays small.
+        """
 
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         """Records with a sequence number greater than after, oldest first, at most limit."""

@@ -7,6 +7,7 @@ atomic without a lock. Nothing survives the process.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from gateway.store.base import StoreUnavailable
 from gateway.store.common import check_ttl, parse_counter
@@ -101,6 +102,12 @@ class MemoryStore:
         records = self._logs.setdefault(log, [])
         records.append(bytes(record))
         return len(records)
+
+    async def append_many(self, log: str, records: Sequence[bytes]) -> int:
+        self._check_open()
+        entries = self._logs.setdefault(log, [])
+        entries.extend(bytes(record) for record in records)
+        return len(entries)
 
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         self._check_open()

@@ -11,7 +11,7 @@ and replaying an INCRBY or RPUSH would count it twice. The caller sees StoreUnav
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -162,6 +162,16 @@ class RedisStore:
         # which is exactly the record's sequence number.
         with self._translated():
             return int(await self._client.rpush(self._log_prefix + log, record))
+
+    async def append_many(self, log: str, records: Sequence[bytes]) -> int:
+        if not records:
+            return await self._log_length(log)
+        with self._translated():
+            return int(await self._client.rpush(self._log_prefix + log, *records))
+
+    async def _log_length(self, log: str) -> int:
+        with self._translated():
+            return int(await self._client.llen(self._log_prefix + log))
 
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         start = max(after, 0)

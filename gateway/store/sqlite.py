@@ -62,6 +62,11 @@ VALUES (:log, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE log = :log), :rec
 RETURNING seq
 """
 
+_APPEND_NO_RETURN = """
+INSERT INTO log (log, seq, record)
+VALUES (:log, (SELECT COALESCE(MAX(seq), 0) + 1 FROM log WHERE log = :log), :record)
+"""
+
 
 def prefix_upper_bound(prefix: str) -> str | None:
     """The smallest string greater than every string starting with prefix (None: no bound).
@@ -88,6 +93,7 @@ class SqliteStore:
         self._connection: aiosqlite.Connection | None = connection
         self._path = path
         self._next_sweep = time.time() + _SWEEP_INTERVAL_S
+        self._batch_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -186,6 +192,31 @@ class SqliteStore:
     async def append(self, log: str, record: bytes) -> int:
         rows = await self._rows(_APPEND, {"log": log, "record": bytes(record)})
         return int(rows[0][0])
+
+    async def append_many(self, log: str, records: Sequence[bytes]) -> int:
+        connection = self._connection
+        if connection is None:
+            raise StoreUnavailable(f"sqlite store at {self._path} is closed")
+        async with self._batch_lock:
+            return await self._append_batch(connection, log, records)
+
+    async def _append_batch(self, connection: aiosqlite.Connection, log: str, records: Sequence[bytes]) -> int:
+        # One transaction for the whole batch: contiguous sequence numbers and one commit.
+        # Single statements issued meanwhile on this connection join it and commit with it.
+        try:
+            await connection.execute("BEGIN IMMEDIATE")
+            try:
+                await connection.executemany(_APPEND_NO_RETURN, [{"log": log, "record": bytes(r)} for r in records])
+                rows = await connection.execute_fetchall(
+                    "SELECT COALESCE(MAX(seq), 0) FROM log WHERE log = ?", (log,)
+                )
+                await connection.execute("COMMIT")
+            except BaseException:
+                await connection.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"sqlite store at {self._path}: {err}") from err
+        return int(next(iter(rows))[0])
 
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         rows = await self._rows(

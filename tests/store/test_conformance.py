@@ -189,6 +189,22 @@ async def test_concurrent_appends_get_distinct_consecutive_numbers(store: Store)
     assert await store.read_log("busy", limit=1000) == sorted(zip(seqs, records, strict=True))
 
 
+async def test_append_many_is_one_ordered_batch(store: Store) -> None:
+    assert await store.append("batch", b"first") == 1
+    assert await store.append_many("batch", [b"a", b"b", b"c"]) == 4
+    assert await store.append_many("batch", []) == 4
+    assert await store.read_log("batch") == [(1, b"first"), (2, b"a"), (3, b"b"), (4, b"c")]
+    batches = [[f"{n}-{i}".encode() for i in range(10)] for n in range(20)]
+    await asyncio.gather(*(store.append_many("many", batch) for batch in batches))
+    rows = await store.read_log("many", limit=1000)
+    assert [seq for seq, _ in rows] == list(range(1, 201))
+    # Each batch lands contiguous and in order, whatever order the batches landed in.
+    records = [record for _, record in rows]
+    for start in range(0, 200, 10):
+        prefix = records[start].split(b"-")[0]
+        assert records[start : start + 10] == [prefix + f"-{i}".encode() for i in range(10)]
+
+
 async def test_ping_and_close_twice(store: Store) -> None:
     await store.ping()
     await store.aclose()

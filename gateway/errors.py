@@ -158,6 +158,14 @@ class UpstreamRejected(UpstreamError):
 
     def __init__(self, message: str, *, upstream_status: int, error_type: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, upstream_status=upstream_status, **kwargs)
+        if upstream_status in (401, 403):
+            # The provider refused the gateway's own credentials: a gateway misconfiguration,
+            # not the client's key, so the client must not see a 401/403 it cannot fix.
+            self.status = 502
+            self.type = "api_error"
+            self.code = "upstream_auth_failed"
+            self.anthropic_type = "api_error"
+            return
         self.status = upstream_status
         self.type = error_type or "invalid_request_error"
         self.anthropic_type = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}.get(

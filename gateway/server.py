@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -32,9 +32,9 @@ from gateway.wire.openai import parse_body, validate
 
 log = logging.getLogger("tollgate.server")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _ROUTES: dict[str, tuple[Endpoint, Wire]] = {
     "/v1/chat/completions": ("chat", "openai"),
@@ -163,8 +163,8 @@ class TollgateApp:
             await send({"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True})
         except Exception:
             log.exception("stream failed", extra={"request_id": ctx.request_id})
-            err = InternalError("The gateway failed while streaming the answer.")
-            await send({"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True})
+            failure = InternalError("The gateway failed while streaming the answer.")
+            await send({"type": "http.response.body", "body": _stream_error(failure, ctx.wire), "more_body": True})
         finally:
             disconnected.cancel()
             with contextlib.suppress(Exception):

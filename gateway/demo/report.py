@@ -34,7 +34,7 @@ def print_report(rows: list[dict[str, Any]], *, elapsed_s: float) -> None:
     header = f"{'team':<10} {'model':<24} {'reqs':>5} {'prompt tok':>11} {'compl tok':>10} {'cached':>7} {'cost':>12} {'baseline':>12} {'saved':>12}"
     print("\n" + header)
     print("-" * len(header))
-    totals = {"requests": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": _ZERO, "baseline": _ZERO}
+    totals: dict[str, Any] = {"requests": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": _ZERO, "baseline": _ZERO}
     for (team, model), g in sorted(groups.items()):
         print(
             f"{team:<10} {model:<24} {g['requests']:>5} {g['prompt']:>11,} {g['completion']:>10,} {g['cached']:>7,} "
@@ -43,7 +43,7 @@ def print_report(rows: list[dict[str, Any]], *, elapsed_s: float) -> None:
         for key in totals:
             totals[key] += g[key]
     print("-" * len(header))
-    t = totals
+    t: dict[str, Any] = totals
     print(
         f"{'total':<10} {'':<24} {t['requests']:>5} {t['prompt']:>11,} {t['completion']:>10,} {t['cached']:>7,} "
         f"{_money(t['cost']):>12} {_money(t['baseline']):>12} {_money(t['baseline'] - t['cost']):>12}"

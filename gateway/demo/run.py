@@ -39,9 +39,9 @@ models:
   gpt-4o-mini:
     deployments:
       - {{provider: openai_compat, model: gpt-4o-mini, api_base: "{sim}/v1", api_key: sim-key}}
-  claude-3-5-haiku:
+  claude-haiku-4-5:
     deployments:
-      - {{provider: anthropic, model: claude-3-5-haiku-latest, api_base: "{sim}", api_key: sim-key}}
+      - {{provider: anthropic, model: claude-haiku-4-5, api_base: "{sim}", api_key: sim-key}}
   text-embedding-3-small:
     deployments:
       - {{provider: openai_compat, model: text-embedding-3-small, api_base: "{sim}/v1", api_key: sim-key}}

@@ -129,7 +129,7 @@ def _classification(rng: random.Random, i: int) -> Call:
         "max_tokens": 5,
         "temperature": 0,
     }
-    return Call("analytics", "chat", "claude-3-5-haiku", body, "ticket classification")
+    return Call("analytics", "chat", "claude-haiku-4-5", body, "ticket classification")
 
 
 def _embeddings(rng: random.Random, i: int) -> Call:

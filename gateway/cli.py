@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the simulated provider and the gateway, drive a workload, print costs")
     demo.add_argument("--requests", type=int, default=120)
-    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--seed", type=int, default=11)
     demo.set_defaults(func=_demo)
     return parser
 

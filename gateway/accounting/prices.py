@@ -62,6 +62,9 @@ def _per_mtok(per_token: Decimal) -> Decimal:
     return value.quantize(Decimal(1)) if value == value.to_integral_value() else value.normalize()
 
 
+_MEMO_LIMIT = 4096
+
+
 class PriceTable:
     """Prices by model name: config overrides first, then litellm's map; memoised per name."""
 
@@ -79,6 +82,9 @@ class PriceTable:
         if model in self._memo:
             return self._memo[model]
         price = self._resolve(model)
+        if len(self._memo) >= _MEMO_LIMIT:
+            # Wildcard aliases let clients name any model: never let their names grow memory.
+            self._memo.clear()
         self._memo[model] = price
         return price
 

@@ -49,8 +49,8 @@ def build_control_app(app: TollgateApp) -> Starlette:
         await _principal(runtime(), request)
         created = int(time.time())
         data = [
-            {"id": alias, "object": "model", "created": created, "owned_by": "tollgate"}
-            for alias in runtime().dispatcher.aliases()
+            {"id": name, "object": "model", "created": created, "owned_by": "tollgate"}
+            for name in runtime().dispatcher.listed_models()
         ]
         return _json({"object": "list", "data": data})
 
@@ -175,7 +175,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     err: TollgateError
     if exc.status_code == 405:
-        err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.")
+        # Starlette's 405 carries the route's `Allow` header, which HTTP requires on a 405.
+        err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", headers=dict(exc.headers or {}))
     elif exc.status_code == 404:
         err = NotFound(f"Unknown path: {request.method} {request.url.path}.", code="unknown_url")
     else:

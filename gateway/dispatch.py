@@ -79,8 +79,22 @@ class Dispatcher:
             return False
         return True
 
-    def aliases(self) -> list[str]:
-        return list(self._models)
+    def listed_models(self) -> list[str]:
+        """Callable model ids for /v1/models: each alias; for a wildcard, what it is known to serve.
+
+        `openai/*` cannot be enumerated offline and is left out; `sim/*` lists the simulator's
+        catalogue.
+        """
+        from gateway.sim.server import MODELS as SIM_MODELS
+
+        names: list[str] = []
+        for alias, entry in self._models.items():
+            if not alias.endswith("/*"):
+                names.append(alias)
+            elif all(dep.provider == "sim" for dep in entry.deployments):
+                prefix = alias[:-1]
+                names += [prefix + m.removeprefix("sim/") for m in SIM_MODELS]
+        return names
 
     async def __call__(self, ctx: RequestContext) -> ProviderResponse:
         target = self.resolve(ctx.request.model)
@@ -106,7 +120,7 @@ class Dispatcher:
                 break
             tried.add(id(deployment))
             call = self._call_for(ctx, target, deployment)
-            provider = self._providers[_provider_kind(deployment)]
+            provider = self._providers[provider_kind(deployment)]
             try:
                 response = await provider.send(call, deployment)
             except UpstreamRejected:
@@ -184,7 +198,7 @@ class Dispatcher:
         return max(delay, retry_after or 0.0)
 
 
-def _provider_kind(deployment: Deployment) -> str:
+def provider_kind(deployment: Deployment) -> str:
     if deployment.provider == "sim":
         return "sim"
     if deployment.provider in OPENAI_COMPATIBLE_BASES:

@@ -73,6 +73,11 @@ class KeyRing:
         team = await self.get_team(team_id)
         if team is None:
             raise NotFound(f"No team '{team_id}'.", param="team")
+        # Its keys first: a team created again under this id is a new team, and must not
+        # bring the old team's keys back to life.
+        for key in await self.list_keys(team_id):
+            if not key.revoked:
+                await self.revoke_key(key.id)
         revoked = Team(id=team.id, created_at=team.created_at, revoked=True)
         await self._store.set(f"team:{team_id}", orjson.dumps(asdict(revoked)))
         return revoked

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from gateway.accounting.ledger import Ledger
 from gateway.accounting.prices import PriceTable
 from gateway.config import Config
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatcher, provider_kind
 from gateway.keys import KeyRing
 from gateway.pipeline import CallNext, Stage, build_chain
 from gateway.providers.base import Provider
+from gateway.providers.litellm_adapter import LitellmProvider
 from gateway.stages.registry import StageDeps, build_stages
 from gateway.store import open_store
 from gateway.store.base import Store
@@ -44,6 +45,10 @@ class Runtime:
             dispatcher = Dispatcher(config, providers)
             stages = build_stages(config, StageDeps(store=store, keys=keys))
             prices = PriceTable()
+            deployments = [dep for entry in config.models.values() for dep in entry.deployments]
+            prices.warm(dep.model for dep in deployments if dep.model != "*")
+            if any(provider_kind(dep) == "litellm" for dep in deployments):
+                await LitellmProvider.warm()
             ledger = Ledger(store)
             ledger.start()
         except BaseException:
@@ -76,7 +81,6 @@ class Runtime:
 
 
 def _providers(config: Config) -> dict[str, Provider]:
-    from gateway.providers.litellm_adapter import LitellmProvider
     from gateway.providers.openai_compat import OpenAICompatProvider
     from gateway.sim.transport import SimProvider
 

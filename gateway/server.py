@@ -91,7 +91,9 @@ class TollgateApp:
         runtime = self.runtime
         try:
             if scope["method"] != "POST":
-                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}; use POST.")
+                raise MethodNotAllowed(
+                    f"{scope['method']} is not allowed on {scope['path']}; use POST.", headers={"allow": "POST"}
+                )
             assert runtime is not None, "the lifespan has not started the gateway"
             api_key, client_headers, length = _read_headers(scope["headers"])
             raw = await _read_body(receive, length, self._max_body)
@@ -203,6 +205,9 @@ async def _read_body(receive: Receive, length: int | None, limit: int) -> bytes:
         raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {limit} bytes.")
     message = await receive()
     body: bytes = message.get("body", b"")
+    # A chunked upload has no content-length, and the server may hand it over in one piece.
+    if len(body) > limit:
+        raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
     if not message.get("more_body"):
         return body
     parts = [body]

@@ -9,7 +9,7 @@ it is just not costed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -96,6 +96,11 @@ class PriceTable:
             return self.price(model[len(_SIM_PREFIX) :])
         entry = self._lookup(model)
         return None if entry is None else Price.from_entry(entry)
+
+    def warm(self, models: Iterable[str]) -> None:
+        """Resolve these names now, so the first request pays nothing for the lookup."""
+        for model in models:
+            self.price(model)
 
     def cost(self, model: str, usage: Usage, *, override: PriceOverride | None = None) -> Decimal | None:
         """USD for `usage` on `model`; `override` (a deployment's own price) wins over the table."""

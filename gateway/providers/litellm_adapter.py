@@ -29,7 +29,10 @@ Choices, each because the alternative was worse for a client:
 from __future__ import annotations
 
 import ast
+import asyncio
+import functools
 import importlib
+import importlib.util
 import re
 import time
 import warnings
@@ -37,6 +40,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -141,9 +145,28 @@ def _decimal(value: Any) -> Decimal | None:
     return Decimal(repr(value))
 
 
+@functools.cache
+def _cost_map() -> Mapping[str, Any]:
+    """litellm's bundled price map, read from its JSON file without importing litellm.
+
+    It is the very file `litellm.model_cost` is loaded from offline
+    (LITELLM_LOCAL_MODEL_COST_MAP=True); reading it directly takes milliseconds where
+    importing litellm takes seconds, so a gateway that never calls litellm never imports it.
+    """
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or spec.origin is None:
+        return {}
+    path = Path(spec.origin).parent / "model_prices_and_context_window_backup.json"
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return dict(_litellm().model_cost)
+    return data if isinstance(data, dict) else {}
+
+
 def price_per_token(model: str) -> PriceEntry | None:
     """List price of `model` from litellm's bundled map; the name as given, then without its prefix."""
-    cost_map: Mapping[str, Any] = _litellm().model_cost
+    cost_map = _cost_map()
     names = [model]
     if "/" in model:
         names.append(model.split("/", 1)[1])
@@ -166,6 +189,11 @@ def price_per_token(model: str) -> PriceEntry | None:
 
 class LitellmProvider:
     kind = "litellm"
+
+    @staticmethod
+    async def warm() -> None:
+        """Import litellm before the first request needs it (seconds, off the event loop)."""
+        await asyncio.to_thread(_litellm)
 
     async def send(self, call: ProviderCall, deployment: Deployment) -> ProviderResponse:
         litellm = _litellm()

@@ -50,12 +50,17 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: str) -> TollgateError:
     """Translate an upstream HTTP error into the gateway's error tree, keeping its message."""
     message, error_type = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None
+    # The provider's `param` and `code` (`context_length_exceeded` ...) are what a client acts on.
+    param: str | None = None
+    code: str | None = None
     try:
         parsed = orjson.loads(body)
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if isinstance(error, dict):
             message = str(error.get("message") or message)
             error_type = error.get("type") if isinstance(error.get("type"), str) else None
+            param = error.get("param") if isinstance(error.get("param"), str) else None
+            code = error.get("code") if isinstance(error.get("code"), str) else None
         elif isinstance(error, str):
             message = error
     except orjson.JSONDecodeError:
@@ -64,7 +69,7 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: 
     if status == 429:
         return UpstreamRateLimited(text, retry_after_s=_retry_after(headers))
     if 400 <= status < 500:
-        return UpstreamRejected(text, upstream_status=status, error_type=error_type)
+        return UpstreamRejected(text, upstream_status=status, error_type=error_type, param=param, code=code)
     if status in (502, 503, 529):
         return UpstreamUnavailable(text, upstream_status=status)
     if status == 504:
@@ -109,8 +114,11 @@ class OpenAICompatProvider:
             resp = await self._client().post(url, data=payload, headers=headers, timeout=timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"{where}: no response within {deployment.timeout_s:g}s") from None
-        except aiohttp.ClientConnectionError as err:
+        except aiohttp.ClientConnectorError as err:
             raise UpstreamUnavailable(f"{where}: cannot connect to {base}: {err}") from None
+        except aiohttp.ClientConnectionError as err:
+            # Connected, then the upstream hung up before answering (a crash, a proxy reset).
+            raise UpstreamUnavailable(f"{where}: connection to {base} lost: {err}") from None
         except aiohttp.ClientError as err:
             raise UpstreamError(f"{where}: {err}") from None
         if resp.status >= 400 or not call.stream:

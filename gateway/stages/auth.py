@@ -39,7 +39,8 @@ class AuthStage:
                 "Missing API key. Pass it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>').",
                 code="missing_api_key",
             )
-        if self._master_key and hmac.compare_digest(api_key, self._master_key):
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and a header may hold any.
+        if self._master_key and hmac.compare_digest(api_key.encode(), self._master_key.encode()):
             return Principal(team=MASTER_TEAM, key_id="master", is_master=True)
         digest = hash_key(api_key)
         now = time.monotonic()

@@ -163,6 +163,8 @@ def validate(endpoint: Endpoint, body: dict[str, Any], raw: bytes | None = None)
     except ValidationError as err:
         first = err.errors()[0]
         param = _param(tuple(first["loc"]))
-        raise InvalidRequest(_message(dict(first), param), param=param, code="invalid_value") from None
+        # OpenAI's own codes: a missing field is `missing_required_parameter`, anything else a bad value.
+        code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+        raise InvalidRequest(_message(dict(first), param), param=param, code=code) from None
     stream = bool(body.get("stream"))
     return Request(endpoint=endpoint, model=body["model"], body=body, stream=stream, raw=raw)

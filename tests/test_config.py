@@ -32,7 +32,7 @@ def test_missing_field_and_bad_type_are_named() -> None:
 
 def test_unknown_provider_lists_the_choices() -> None:
     message = _error({"models": {"m": {"deployments": [{"provider": "openia", "model": "x"}]}}})
-    assert message.startswith("models.m.deployments[0].provider: Input should be 'sim', 'openai'")
+    assert message.startswith("models.m.deployments[0].provider: Input should be 'sim', 'local', 'openai'")
 
 
 def test_openai_compat_needs_api_base_and_fallbacks_must_exist() -> None:

@@ -176,7 +176,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     err: TollgateError
     if exc.status_code == 405:
         # Starlette's 405 carries the route's `Allow` header, which HTTP requires on a 405.
-        err = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", headers=dict(exc.headers or {}))
+        err = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}.", headers=dict(exc.headers or {})
+        )
     elif exc.status_code == 404:
         err = NotFound(f"Unknown path: {request.method} {request.url.path}.", code="unknown_url")
     else:

@@ -54,8 +54,9 @@ class InvalidRequest(TollgateError):
 
 
 class AuthenticationFailed(TollgateError):
+    # OpenAI itself answers a bad key with type invalid_request_error, code invalid_api_key.
     status = 401
-    type = "authentication_error"
+    type = "invalid_request_error"
     code = "invalid_api_key"
     anthropic_type = "authentication_error"
 

@@ -23,7 +23,6 @@ from typing import Any
 import orjson
 
 
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

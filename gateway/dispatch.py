@@ -165,6 +165,9 @@ class Dispatcher:
 
     def _pick(self, deployments: list[Deployment], tried: set[int]) -> Deployment | None:
         now = time.monotonic()
+        if len(deployments) == 1:
+            only = deployments[0]
+            return only if self._health_of(only).cooling_until <= now else None
         healthy = [d for d in deployments if self._health_of(d).cooling_until <= now]
         # Prefer a deployment this request has not failed on yet; reuse one only if none is left.
         fresh = [d for d in healthy if id(d) not in tried] or healthy

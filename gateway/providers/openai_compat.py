@@ -83,6 +83,7 @@ class OpenAICompatProvider:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        self._static_headers: dict[tuple[int, str | None], dict[str, str]] = {}
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily inside the running loop; limit=0: the upstream, not us, sets concurrency.
@@ -95,14 +96,28 @@ class OpenAICompatProvider:
             )
         return self._session
 
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        # Built once per deployment and key: the key is still read at call time, so a
+        # rotated environment variable takes effect without a restart.
+        key = deployment.resolved_api_key()
+        cache_key = (id(deployment), key)
+        headers = self._static_headers.get(cache_key)
+        if headers is None:
+            headers = {"content-type": "application/json"}
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+            if len(self._static_headers) > 1024:
+                self._static_headers.clear()
+            self._static_headers[cache_key] = headers
+        return headers
+
     async def send(self, call: ProviderCall, deployment: Deployment) -> ProviderResponse:
         base = deployment.resolved_api_base()
         where = f"{deployment.provider}/{call.body.get('model')}"
         url = f"{base}{_PATHS[call.endpoint]}"
-        headers = {"content-type": "application/json"}
-        key = deployment.resolved_api_key()
-        if key:
-            headers["authorization"] = f"Bearer {key}"
+        headers = self._headers(deployment)
+        if call.headers or (deployment.provider == "local" and call.tenant):
+            headers = dict(headers)
         for name, value in call.headers.items():
             if name.startswith(_FORWARDED_PREFIXES):
                 headers[name] = value

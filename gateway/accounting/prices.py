@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from gateway.accounting.price_map import PriceEntry, price_per_token
 from gateway.config import PriceOverride
 from gateway.providers.base import Usage
-from gateway.providers.litellm_adapter import PriceEntry, price_per_token
 
 _MILLION = Decimal(1_000_000)
 _SIM_PREFIX = "sim/"

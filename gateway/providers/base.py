@@ -132,14 +132,15 @@ class SSEStream:
             async for data in self._source:
                 # Chunks say `"usage":null` until the last one: look only for a usage object.
                 if b'"usage":{' in data or b'"usage": {' in data:
-                    data = self._take_usage(data)
+                    data = self.take_usage(data)
                     if not data:
                         continue
                 yield data
         finally:
             await self.aclose()
 
-    def _take_usage(self, data: bytes) -> bytes:
+    def take_usage(self, data: bytes) -> bytes:
+        """Record the usage these events carry; drop the usage-only chunk if the client did not ask."""
         kept: list[bytes] = []
         for event in data.split(b"\n\n"):
             if not event:

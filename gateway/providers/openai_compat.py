@@ -155,7 +155,7 @@ class OpenAICompatProvider:
                 raise UpstreamError(f"{where}: upstream answered with malformed JSON")
             return ProviderResponse(raw=body, _json=parsed)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
-        return ProviderResponse(stream=SSEStream(_events(resp, where), include_usage=include_usage))
+        return ProviderResponse(stream=UpstreamStream(resp, where, include_usage=include_usage))
 
     def _timeout(self, seconds: float, stream: bool) -> aiohttp.ClientTimeout:
         # A whole-response deadline for plain answers; for streams, a limit on each silence
@@ -191,33 +191,68 @@ class OpenAICompatProvider:
             self._session = None
 
 
-async def _events(resp: aiohttp.ClientResponse, where: str) -> AsyncIterator[bytes]:
-    """Yield whole SSE events as they arrive; an incomplete stream ends in UpstreamError."""
-    buffer = b""
-    done = False
-    try:
-        async for data in resp.content.iter_any():
-            buffer += data
-            end = buffer.rfind(b"\n\n")
-            if end < 0:
-                continue
-            ready, buffer = buffer[: end + 2], buffer[end + 2 :]
-            if b"\r\n" in ready:
-                ready = ready.replace(b"\r\n", b"\n")
-            for event in ready[:-2].split(b"\n\n"):
-                # A cheap shape check instead of parsing every chunk: a JSON event ends in "}".
-                if event.endswith(b"[DONE]"):
+class UpstreamStream(SSEStream):
+    """The upstream's SSE body, forwarded as it arrives: whole events, usage recorded on the way.
+
+    One generator does the buffering, the shape check and the usage watch, because each
+    generator a chunk passes through costs about a microsecond, twenty times a stream.
+    """
+
+    __slots__ = ("_response", "_where")
+
+    def __init__(self, response: aiohttp.ClientResponse, where: str, *, include_usage: bool) -> None:
+        super().__init__(_no_source(), include_usage=include_usage)
+        self._response = response
+        self._where = where
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        where = self._where
+        buffer = b""
+        done = False
+        try:
+            async for data in self._response.content.iter_any():
+                buffer += data
+                end = buffer.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                ready, buffer = buffer[: end + 2], buffer[end + 2 :]
+                if b"\r\n" in ready:
+                    ready = ready.replace(b"\r\n", b"\n")
+                # A JSON event ends in "}": three counts in C instead of a loop over events.
+                events = ready.count(b"\n\n")
+                closed = ready.count(b"}\n\n")
+                if b"[DONE]" in ready:
                     done = True
-                elif event and not event.endswith(b"}") and not event.startswith(b":"):
-                    raise UpstreamError(f"{where}: upstream sent a malformed stream event")
-            yield ready
-    except TimeoutError:
-        raise UpstreamTimeout(f"{where}: stream stalled") from None
-    except aiohttp.ClientError as err:
-        raise UpstreamError(f"{where}: stream interrupted: {err}") from None
-    finally:
-        resp.release()
-    if buffer.strip():
-        raise UpstreamError(f"{where}: stream ended in the middle of an event")
-    if not done:
-        raise UpstreamError(f"{where}: stream ended without [DONE]")
+                    closed += ready.count(b"[DONE]\n\n")
+                if closed != events:
+                    _check_events(ready, where)
+                if b'"usage":{' in ready or b'"usage": {' in ready:
+                    ready = self.take_usage(ready)
+                    if not ready:
+                        continue
+                yield ready
+        except TimeoutError:
+            raise UpstreamTimeout(f"{where}: stream stalled") from None
+        except aiohttp.ClientError as err:
+            raise UpstreamError(f"{where}: stream interrupted: {err}") from None
+        finally:
+            await self.aclose()
+        if buffer.strip():
+            raise UpstreamError(f"{where}: stream ended in the middle of an event")
+        if not done:
+            raise UpstreamError(f"{where}: stream ended without [DONE]")
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+def _check_events(ready: bytes, where: str) -> None:
+    """The slow path: comments (`: ping`) and other non-JSON lines are fine; garbage is not."""
+    for event in ready[:-2].split(b"\n\n"):
+        if event and not event.endswith((b"}", b"[DONE]")) and not event.startswith((b":", b"event:", b"id:", b"retry:")):
+            raise UpstreamError(f"{where}: upstream sent a malformed stream event")
+
+
+async def _no_source() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator

@@ -56,7 +56,7 @@ class MemoryStore:
     async def set(self, key: str, value: bytes, *, ttl_s: float | None = None) -> None:
         self._check_open()
         check_ttl(ttl_s)
-        self._put(key, bytes(value), ttl_s, time.monotonic())
+        self._put(key, _owned(value), ttl_s, time.monotonic())
 
     async def set_if_absent(self, key: str, value: bytes, *, ttl_s: float | None = None) -> bool:
         self._check_open()
@@ -64,7 +64,7 @@ class MemoryStore:
         now = time.monotonic()
         if self._live(key, now) is not None:
             return False
-        self._put(key, bytes(value), ttl_s, now)
+        self._put(key, _owned(value), ttl_s, now)
         return True
 
     async def delete(self, key: str) -> bool:
@@ -100,13 +100,13 @@ class MemoryStore:
     async def append(self, log: str, record: bytes) -> int:
         self._check_open()
         records = self._logs.setdefault(log, [])
-        records.append(bytes(record))
+        records.append(_owned(record))
         return len(records)
 
     async def append_many(self, log: str, records: Sequence[bytes]) -> int:
         self._check_open()
         entries = self._logs.setdefault(log, [])
-        entries.extend(bytes(record) for record in records)
+        entries.extend(_owned(record) for record in records)
         return len(entries)
 
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
@@ -122,3 +122,9 @@ class MemoryStore:
         self._closed = True
         self._values.clear()
         self._logs.clear()
+
+
+def _owned(value: bytes) -> bytes:
+    """An exact-size copy. Values live as long as the store; some producers (orjson) hand out
+    bytes objects whose allocation is several KiB larger than their content."""
+    return bytes(memoryview(value))

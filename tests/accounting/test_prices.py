@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from gateway.accounting.price_map import PriceEntry, price_per_token
 from gateway.accounting.prices import Price, PriceTable
 from gateway.config import PriceOverride
 from gateway.providers.base import Usage
-from gateway.providers.litellm_adapter import PriceEntry, price_per_token
 
 
 @pytest.fixture(scope="module")

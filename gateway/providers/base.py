@@ -10,8 +10,10 @@ arrive; usage is read from the bytes without parsing every event.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -167,6 +169,28 @@ class SSEStream:
         close = getattr(self._source, "aclose", None)
         if close is not None:
             await close()
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """How long the provider asked us to wait: `retry-after-ms`, or `retry-after` in seconds or as a date."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return float(milliseconds) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        # The other form the HTTP spec allows: a date.
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
 def sse_event(payload: Mapping[str, Any]) -> bytes:

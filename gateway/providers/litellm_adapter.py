@@ -33,10 +33,8 @@ import asyncio
 import importlib
 import importlib.util
 import re
-import time
 import warnings
 from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -50,7 +48,15 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.providers.base import DONE_EVENT, Endpoint, ProviderCall, ProviderResponse, SSEStream, sse_event
+from gateway.providers.base import (
+    DONE_EVENT,
+    Endpoint,
+    ProviderCall,
+    ProviderResponse,
+    SSEStream,
+    retry_after_seconds,
+    sse_event,
+)
 
 # OpenAI request parameters handed to litellm as keyword arguments (it translates them).
 _OPENAI_PARAMS: dict[Endpoint, frozenset[str]] = {
@@ -401,21 +407,4 @@ def _retry_after(err: Exception) -> float | None:
         headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return float(milliseconds) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        # The other form the HTTP spec allows: a date.
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+    return retry_after_seconds(headers)

@@ -22,29 +22,13 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream
+from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream, retry_after_seconds
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 # Client headers forwarded upstream: the simulator's switches. The engine's tenant salt is
 # set by the gateway from the authenticated team, never taken from the client.
 _FORWARDED_PREFIXES = ("x-sim-",)
 TENANT_HEADER = "x-tollgate-tenant"
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            return float(value) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: str) -> TollgateError:
@@ -67,7 +51,7 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: 
         pass
     text = f"{where}: {message}"
     if status == 429:
-        return UpstreamRateLimited(text, retry_after_s=_retry_after(headers))
+        return UpstreamRateLimited(text, retry_after_s=retry_after_seconds(headers))
     if 400 <= status < 500:
         return UpstreamRejected(text, upstream_status=status, error_type=error_type, param=param, code=code)
     if status in (502, 503, 529):

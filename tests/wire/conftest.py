@@ -8,15 +8,11 @@ go through `messages_to_chat`, answers come from a scripted OpenAI upstream thro
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -25,6 +21,7 @@ from starlette.routing import Route
 from gateway.errors import TollgateError
 from gateway.wire.anthropic import chat_to_message, messages_to_chat
 from gateway.wire.anthropic_stream import AnthropicStream
+from tests.support.asgi_thread import serve_in_thread
 
 
 @pytest.fixture
@@ -36,7 +33,7 @@ def anyio_backend() -> str:
 class MessagesServer:
     """What the scripted upstream answers, and the OpenAI bodies it was sent."""
 
-    base_url: str
+    base_url: str  # set once the server is listening
     completion: dict[str, Any] = field(default_factory=dict)
     chunks: Callable[[], AsyncIterator[bytes]] | None = None
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
@@ -61,20 +58,7 @@ def _app(server: MessagesServer) -> Starlette:
 
 @pytest.fixture
 def messages_server() -> Iterator[MessagesServer]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = MessagesServer(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}")
-    config = uvicorn.Config(_app(server), lifespan="off", ws="none", log_level="warning")
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not uvicorn_server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    try:
+    server = MessagesServer(base_url="")
+    with serve_in_thread(_app(server)) as url:
+        server.base_url = url
         yield server
-    finally:
-        uvicorn_server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()

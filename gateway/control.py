@@ -27,6 +27,8 @@ from gateway.errors import (
     ServiceUnavailable,
     TollgateError,
 )
+from gateway.pipeline import Principal
+from gateway.stages.auth import AuthStage
 from gateway.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -132,19 +134,17 @@ def build_control_app(app: TollgateApp) -> Starlette:
     )
 
 
-async def _principal(rt: Runtime, request: Request) -> Any:
-    from gateway.stages.auth import AuthStage
+def _auth_stage(rt: Runtime) -> AuthStage | None:
+    return next((stage for stage in rt.stages if isinstance(stage, AuthStage)), None)
 
-    for stage in rt.stages:
-        if isinstance(stage, AuthStage):
-            return await stage.authenticate(_api_key(request))
-    return None
+
+async def _principal(rt: Runtime, request: Request) -> Principal | None:
+    auth = _auth_stage(rt)
+    return await auth.authenticate(_api_key(request)) if auth is not None else None
 
 
 async def _master(rt: Runtime, request: Request) -> None:
-    from gateway.stages.auth import AuthStage
-
-    auth = next((s for s in rt.stages if isinstance(s, AuthStage)), None)
+    auth = _auth_stage(rt)
     if auth is None or not rt.config.server.master_key:
         raise PermissionDenied("The admin API needs a master key (server.master_key or TOLLGATE_MASTER_KEY).")
     principal = await auth.authenticate(_api_key(request))

@@ -187,8 +187,11 @@ class TollgateApp:
             with contextlib.suppress(Exception):
                 await response.stream.aclose()
         await send({"type": "http.response.body", "body": b""})
-        with contextlib.suppress(Exception):
+        try:
             self._settle(runtime, ctx, response)
+        except Exception:
+            # The client has its answer; the request still deserves a trace of why it is uncosted.
+            log.exception("failed to cost a streamed request", extra={"request_id": ctx.request_id})
 
     def _settle(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse) -> CostReport:
         report = cost_request(ctx, response.usage, runtime.prices)

@@ -52,7 +52,7 @@ class ProviderCall:
     endpoint: Endpoint
     body: Mapping[str, Any]
     stream: bool = False
-    # Client headers a provider may honour (e.g. the simulator's `x-sim-*` fault switches).
+    # Client headers to pass upstream as they are; the server alone chooses them (`x-sim-*`).
     headers: Mapping[str, str] = field(default_factory=dict)
     # True when `body` is exactly what the client sent, so `raw_body` can be forwarded as is.
     raw_body: bytes | None = None

@@ -73,8 +73,6 @@ _OPENAI_PARAMS: dict[Endpoint, frozenset[str]] = {
     }),
     "embeddings": frozenset({"input", "dimensions", "encoding_format", "user"}),
 }  # fmt: skip
-# Client headers passed upstream: only the simulated provider's fault and latency switches.
-_FORWARDED_HEADER_PREFIXES = ("x-sim-",)
 
 # Keys litellm adds to OpenAI-shaped objects that OpenAI itself never sends.
 _LITELLM_ONLY_KEYS = frozenset({"provider_specific_fields", "citations", "thinking_blocks"})
@@ -182,9 +180,8 @@ def _arguments(call: ProviderCall, deployment: Deployment, upstream_model: str) 
     allowed = _OPENAI_PARAMS[call.endpoint]
     kwargs: dict[str, Any] = {k: v for k, v in call.body.items() if k in allowed}
     kwargs.update(deployment.extra_body)
-    headers = {k: v for k, v in call.headers.items() if k.lower().startswith(_FORWARDED_HEADER_PREFIXES)}
-    if headers:
-        kwargs["extra_headers"] = {**(kwargs.get("extra_headers") or {}), **headers}
+    if call.headers:
+        kwargs["extra_headers"] = {**(kwargs.get("extra_headers") or {}), **call.headers}
     kwargs.update(
         model=f"{prefix}/{upstream_model}" if prefix else upstream_model,
         api_base=deployment.resolved_api_base(),

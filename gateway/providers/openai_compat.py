@@ -25,9 +25,8 @@ from gateway.errors import (
 from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream, retry_after_seconds
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
-# Client headers forwarded upstream: the simulator's switches. The engine's tenant salt is
-# set by the gateway from the authenticated team, never taken from the client.
-_FORWARDED_PREFIXES = ("x-sim-",)
+# The engine's tenant salt is set by the gateway from the authenticated team; which client
+# headers reach an upstream at all (`call.headers`) is decided once, by the server.
 TENANT_HEADER = "x-tollgate-tenant"
 
 
@@ -102,9 +101,7 @@ class OpenAICompatProvider:
         headers = self._headers(deployment)
         if call.headers or (deployment.provider == "local" and call.tenant):
             headers = dict(headers)
-        for name, value in call.headers.items():
-            if name.startswith(_FORWARDED_PREFIXES):
-                headers[name] = value
+        headers.update(call.headers)
         if deployment.provider == "local" and call.tenant:
             headers[TENANT_HEADER] = call.tenant
         payload = self._payload(call, deployment)

@@ -53,11 +53,18 @@ class _Strict(BaseModel):
 
 
 class PriceOverride(_Strict):
-    """USD per million tokens; overrides litellm's price map for one deployment."""
+    """USD per million tokens; overrides litellm's price map for one deployment.
+
+    An optional rate left out falls back to the plain one: cache reads and writes cost the
+    input rate, batch requests the online rates (no discount is assumed).
+    """
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
     cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    batch_input_per_mtok: Decimal | None = None
+    batch_output_per_mtok: Decimal | None = None
 
 
 class Deployment(_Strict):
@@ -149,6 +156,33 @@ class StoreConfig(_Strict):
     max_connections: int = Field(default=64, gt=0)
 
 
+class LedgerConfig(_Strict):
+    """Where request rows wait between the response and the store."""
+
+    # Each row is appended to a spool file (one write, no fsync) before the response leaves,
+    # so rows survive a killed process and a store outage; a restart replays what was not yet
+    # stored. The directory defaults to `<sqlite path>-spool`, or `tollgate-spool` beside a
+    # Redis-backed gateway; the memory store keeps no spool (it forgets everything anyway).
+    spool: bool = True
+    spool_dir: str | None = None
+    flush_interval_s: float = Field(default=0.05, gt=0)
+
+
+class TelemetryConfig(_Strict):
+    """OpenTelemetry traces and metrics, and Prometheus exposition.
+
+    Exporters are chosen by the standard `OTEL_*` variables (OTEL_TRACES_EXPORTER,
+    OTEL_METRICS_EXPORTER, OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL ...).
+    """
+
+    enabled: bool = True
+    service_name: str = "tollgate"
+    # Prompt and completion text on spans: off unless asked for (it is the customer's data).
+    capture_content: bool = False
+    # `/metrics` in the Prometheus text format.
+    prometheus: bool = True
+
+
 class SimConfig(_Strict):
     """The in-process simulated provider, serving every `sim/<name>` model."""
 
@@ -175,6 +209,8 @@ class Config(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     # Alias -> deployments. An alias ending in "/*" serves every model with that prefix.
     models: dict[str, ModelAlias] = Field(default_factory=dict)

@@ -24,11 +24,18 @@ log = logging.getLogger("tollgate.prices")
 
 @dataclass(frozen=True, slots=True)
 class PriceEntry:
-    """USD per token, as litellm's price map states it (converted exactly from its floats)."""
+    """USD per token, as litellm's price map states it (converted exactly from its floats).
+
+    None means the map states no such price; `Price` then falls back to the plain rate
+    (cache reads and writes to the input rate, batch to the online rate).
+    """
 
     input_per_token: Decimal
     output_per_token: Decimal
     cached_input_per_token: Decimal | None
+    cache_write_per_token: Decimal | None = None
+    batch_input_per_token: Decimal | None = None
+    batch_output_per_token: Decimal | None = None
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -77,5 +84,9 @@ def price_per_token(model: str) -> PriceEntry | None:
             # Embedding models have no output price: they produce no tokens.
             output_per_token=output_cost if output_cost is not None else Decimal(0),
             cached_input_per_token=_decimal(entry.get("cache_read_input_token_cost")),
+            # The base (5-minute) write price; litellm's `_above_1hr` variant is not modelled.
+            cache_write_per_token=_decimal(entry.get("cache_creation_input_token_cost")),
+            batch_input_per_token=_decimal(entry.get("input_cost_per_token_batches")),
+            batch_output_per_token=_decimal(entry.get("output_cost_per_token_batches")),
         )
     return None

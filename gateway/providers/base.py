@@ -25,9 +25,21 @@ DONE_EVENT = b"data: [DONE]\n\n"
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens one request used, normalised to OpenAI's convention.
+
+    `prompt_tokens` counts every input token, including those read from and written to a
+    provider's prompt cache (OpenAI's `prompt_tokens` already does; Anthropic's
+    `input_tokens` excludes both, so `from_anthropic` adds them back). `completion_tokens`
+    includes reasoning tokens. `estimated` marks counts made with tiktoken because the
+    provider reported none.
+    """
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -37,11 +49,32 @@ class Usage:
     def from_openai(cls, usage: Mapping[str, Any] | None) -> Usage | None:
         if not usage:
             return None
+        if "input_tokens" in usage and "prompt_tokens" not in usage:
+            return cls.from_anthropic(usage)
         details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        # `cache_creation_tokens` is how litellm carries Anthropic's cache writes in OpenAI shape.
+        written = details.get("cache_creation_tokens") or usage.get("cache_creation_input_tokens") or 0
         return cls(
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
             cached_prompt_tokens=int(details.get("cached_tokens") or 0),
+            cache_write_tokens=int(written),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )
+
+    @classmethod
+    def from_anthropic(cls, usage: Mapping[str, Any] | None) -> Usage | None:
+        """Anthropic's `input_tokens` excludes cache reads and writes: add them back."""
+        if not usage:
+            return None
+        read = int(usage.get("cache_read_input_tokens") or 0)
+        written = int(usage.get("cache_creation_input_tokens") or 0)
+        return cls(
+            prompt_tokens=int(usage.get("input_tokens") or 0) + read + written,
+            completion_tokens=int(usage.get("output_tokens") or 0),
+            cached_prompt_tokens=read,
+            cache_write_tokens=written,
         )
 
 
@@ -115,21 +148,27 @@ class SSEStream:
 
     Only events that carry a `"usage":{...}` object are parsed. When the client did not ask
     for usage (`include_usage=False`) but the gateway asked the upstream for it, the
-    usage-only chunk (empty `choices`) is read and dropped instead of forwarded.
+    usage-only chunk (empty `choices`) is read and dropped instead of forwarded, and the
+    `"usage":null` the upstream then puts in every chunk is taken out again.
+
+    `seen` keeps every piece forwarded (references, no copies): when a stream ends without
+    usage (a client hung up, the upstream broke off) accounting counts what was generated.
     """
 
-    __slots__ = ("_closed", "_include_usage", "_source", "usage")
+    __slots__ = ("_closed", "_include_usage", "_source", "seen", "usage")
 
     def __init__(self, source: AsyncIterator[bytes], *, include_usage: bool = True) -> None:
         self._source = source
         self._include_usage = include_usage
         self.usage: Usage | None = None
+        self.seen: list[bytes] = []
         self._closed = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[bytes]:
+        seen = self.seen
         try:
             async for data in self._source:
                 # Chunks say `"usage":null` until the last one: look only for a usage object.
@@ -137,6 +176,9 @@ class SSEStream:
                     data = self.take_usage(data)
                     if not data:
                         continue
+                if not self._include_usage and b'"usage":null' in data:
+                    data = strip_null_usage(data)
+                seen.append(data)
                 yield data
         finally:
             await self.aclose()
@@ -169,6 +211,11 @@ class SSEStream:
         close = getattr(self._source, "aclose", None)
         if close is not None:
             await close()
+
+
+def strip_null_usage(data: bytes) -> bytes:
+    """Chunks without usage, as the client would have had them had the gateway not asked for it."""
+    return data.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

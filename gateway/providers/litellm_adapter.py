@@ -78,7 +78,9 @@ _OPENAI_PARAMS: dict[Endpoint, frozenset[str]] = {
 _LITELLM_ONLY_KEYS = frozenset({"provider_specific_fields", "citations", "thinking_blocks"})
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 _USAGE_DETAIL_KEYS = {
-    "prompt_tokens_details": frozenset({"cached_tokens", "audio_tokens"}),
+    # `cache_creation_tokens` is litellm's name for Anthropic's cache writes, which OpenAI's
+    # shape has no field for; kept so accounting bills them at the cache-write rate.
+    "prompt_tokens_details": frozenset({"cached_tokens", "audio_tokens", "cache_creation_tokens"}),
     "completion_tokens_details": frozenset(
         {"reasoning_tokens", "audio_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens"}
     ),

@@ -346,14 +346,22 @@ def stop_reason_for(
 
 
 def usage_for(usage: Usage | None) -> dict[str, int]:
-    """Anthropic counts cached input apart from `input_tokens`; OpenAI counts it inside."""
+    """Anthropic's usage from the normalised one.
+
+    Anthropic counts cache reads and cache writes apart from `input_tokens`; the normalised
+    `prompt_tokens` (OpenAI's convention) counts them inside, so both are taken back out.
+    Over-reported cache counts are clamped so the three never add up to more than the prompt.
+    """
     usage = usage or Usage()
+    prompt = max(usage.prompt_tokens, 0)
+    read = min(max(usage.cached_prompt_tokens, 0), prompt)
+    written = min(max(usage.cache_write_tokens, 0), prompt - read)
     return {
-        "input_tokens": max(usage.prompt_tokens - usage.cached_prompt_tokens, 0),
+        "input_tokens": prompt - read - written,
         "output_tokens": usage.completion_tokens,
-        "cache_read_input_tokens": usage.cached_prompt_tokens,
-        # OpenAI-format upstreams cache implicitly and never bill a cache write.
-        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": read,
+        # Zero for OpenAI-format upstreams: they cache implicitly and never bill a write.
+        "cache_creation_input_tokens": written,
     }
 
 

@@ -1,4 +1,4 @@
-"""Control routes (Starlette): model list, health, and the admin API for teams and keys.
+"""Control routes (Starlette): model list, health, the admin API for teams and keys, and spend.
 
 The admin API answers only to the master key. Errors use the same OpenAI-style body as the
 proxied endpoints.
@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.accounting.spend import SpendSummary, parse_group_by, parse_time, to_csv, totals
 from gateway.errors import (
     InternalError,
     InvalidRequest,
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from gateway.server import TollgateApp
 
 log = logging.getLogger("tollgate.control")
+# Ledger rows read per store round trip while adding up spend.
+_SPEND_PAGE = 5_000
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -55,6 +59,14 @@ def build_control_app(app: TollgateApp) -> Starlette:
             for name in runtime().dispatcher.listed_models()
         ]
         return _json({"object": "list", "data": data})
+
+    async def metrics(request: Request) -> Response:
+        # Prometheus scrapes without credentials, as it does every exporter; switch it off
+        # with `telemetry.prometheus: false` where spend per team must stay private.
+        text = runtime().telemetry.prometheus_text()
+        if text is None:
+            raise NotFound("Prometheus exposition is switched off (telemetry.prometheus).")
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def healthz(request: Request) -> Response:
         return _json({"status": "ok"})
@@ -112,16 +124,37 @@ def build_control_app(app: TollgateApp) -> Starlette:
             raise InvalidRequest("'after' and 'limit' must be integers.", param="after") from None
         return _json({"data": await rt.ledger.rows(after=after, limit=limit)})
 
+    async def spend(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        summary, output = _spend_query(request.query_params)
+        # Page through the whole ledger, folding each page in, so memory holds one page at a time.
+        after = 0
+        while True:
+            page = await rt.ledger.rows(after=after, limit=_SPEND_PAGE)
+            for row in page:
+                summary.add(row)
+            if len(page) < _SPEND_PAGE:
+                break
+            after = page[-1]["seq"]
+        groups = summary.groups()
+        if output == "csv":
+            return Response(to_csv(groups, summary.group_by), media_type="text/csv")
+        body = {"object": "spend", "group_by": list(summary.group_by), "data": groups}
+        return _json({**body, "total": totals(groups, summary.group_by)})
+
     routes = [
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/admin/teams", teams, methods=["GET", "POST"]),
         Route("/admin/teams/{team_id}", team, methods=["DELETE"]),
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}", key, methods=["DELETE"]),
         Route("/admin/ledger", ledger, methods=["GET"]),
+        Route("/v1/spend", spend, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
@@ -132,6 +165,31 @@ def build_control_app(app: TollgateApp) -> Starlette:
             Exception: _unhandled,
         },
     )
+
+
+def _spend_query(params: QueryParams) -> tuple[SpendSummary, str]:
+    """An empty summary for the query's grouping and filters, and the output format."""
+    try:
+        group_by = parse_group_by(params.get("group_by", "team,model").split(","))
+    except ValueError as err:
+        raise InvalidRequest(f"Invalid 'group_by': {err}.", param="group_by", code="invalid_value") from None
+    bounds: dict[str, float | None] = {}
+    for name in ("start", "end"):
+        text = params.get(name)
+        try:
+            bounds[name] = parse_time(text, is_end=name == "end") if text else None
+        except ValueError as err:
+            raise InvalidRequest(f"Invalid '{name}': {err}.", param=name, code="invalid_value") from None
+    start, end = bounds["start"], bounds["end"]
+    if start is not None and end is not None and end <= start:
+        raise InvalidRequest("Invalid 'end': it must be after 'start'.", param="end", code="invalid_value")
+    output = params.get("format", "json")
+    if output not in ("json", "csv"):
+        raise InvalidRequest(
+            f"Invalid 'format': {output!r}; expected 'json' or 'csv'.", param="format", code="invalid_value"
+        )
+    summary = SpendSummary(group_by=group_by, start=start, end=end, team=params.get("team") or None)
+    return summary, output
 
 
 def _auth_stage(rt: Runtime) -> AuthStage | None:

@@ -57,6 +57,9 @@ class StageRecord:
     saved_input_tokens: int = 0
     saved_output_tokens: int = 0
     saved_usd: Decimal = Decimal(0)
+    # This stage answered the request, or chose who did: it earns whatever part of the
+    # saving no other stage accounts for (a cache hit's whole baseline, a cheaper route).
+    owns_remainder: bool = False
     detail: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -75,8 +78,8 @@ class RequestContext:
     original: Request
     request: Request
     wire: Wire = "openai"
-    # Client headers a provider may honour (simulator fault switches, tenant salt ...).
-    client_headers: Mapping[str, str] = field(default_factory=dict)
+    # Client headers passed upstream (simulator fault switches, trace context ...).
+    client_headers: dict[str, str] = field(default_factory=dict)
     # The credential the client presented (Bearer or x-api-key); only the auth stage reads it.
     api_key: str | None = None
     principal: Principal | None = None
@@ -88,6 +91,12 @@ class RequestContext:
     served_by: str | None = None
     served_model: str | None = None
     started_at: float = field(default_factory=time.perf_counter)
+    # When the first streamed byte left for the client.
+    first_token_at: float | None = None
+    # The request's trace, owned by gateway.telemetry (None when tracing is off).
+    trace: Any = None
+    # Set once the request has been costed, so no exit path costs it twice.
+    settled: bool = False
 
     def record(
         self,
@@ -96,14 +105,18 @@ class RequestContext:
         saved_input_tokens: int = 0,
         saved_output_tokens: int = 0,
         saved_usd: Decimal | int | float = 0,
+        owns_remainder: bool = False,
         detail: Mapping[str, Any] | None = None,
     ) -> None:
+        """Say what this stage did. Savings are given in tokens (priced by accounting at the
+        requested model's rates) or in USD; `owns_remainder` claims what is otherwise unexplained."""
         self.records.append(
             StageRecord(
                 stage=stage,
                 saved_input_tokens=saved_input_tokens,
                 saved_output_tokens=saved_output_tokens,
-                saved_usd=Decimal(str(saved_usd)),
+                saved_usd=saved_usd if isinstance(saved_usd, Decimal) else Decimal(str(saved_usd)),
+                owns_remainder=owns_remainder,
                 detail=detail or {},
             )
         )
@@ -136,7 +149,11 @@ CANONICAL_ORDER: tuple[str, ...] = (
 )
 
 
-def build_chain(stages: Sequence[Stage], terminal: CallNext) -> CallNext:
+# Wraps one stage's call (a trace span around it, say); given the stage and what it calls next.
+Around = Callable[[Stage, CallNext], CallNext]
+
+
+def build_chain(stages: Sequence[Stage], terminal: CallNext, *, around: Around | None = None) -> CallNext:
     """Compose the stages around the terminal handler, once, at start-up.
 
     Stages must come in canonical order; one out of order is a configuration bug.
@@ -146,7 +163,7 @@ def build_chain(stages: Sequence[Stage], terminal: CallNext) -> CallNext:
         raise ValueError(f"stages out of canonical order: {[s.name for s in stages]}")
     handler = terminal
     for stage in reversed(stages):
-        handler = _bind(stage, handler)
+        handler = around(stage, handler) if around is not None else _bind(stage, handler)
     return handler
 
 

@@ -6,12 +6,16 @@ No module-level state: the ASGI app holds one `Runtime`, and tests build as many
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.accounting.ledger import Ledger
-from gateway.accounting.prices import PriceTable
+from gateway.accounting.costing import BaselinePrices
+from gateway.accounting.ledger import Ledger, spool_dir_for
+from gateway.accounting.prices import Price, PriceTable
+from gateway.accounting.settle import Accountant
 from gateway.config import Config
 from gateway.dispatch import Dispatcher, provider_kind
+from gateway.errors import TollgateError
 from gateway.keys import KeyRing
 from gateway.pipeline import CallNext, Stage, build_chain
 from gateway.providers.base import Provider
@@ -19,6 +23,7 @@ from gateway.providers.litellm_adapter import LitellmProvider
 from gateway.stages.registry import StageDeps, build_stages
 from gateway.store import open_store
 from gateway.store.base import Store
+from gateway.telemetry import Telemetry
 
 log = logging.getLogger("tollgate")
 
@@ -34,10 +39,14 @@ class Runtime:
     chain: CallNext
     prices: PriceTable
     ledger: Ledger
+    telemetry: Telemetry
+    accountant: Accountant
     closed: bool = field(default=False)
 
     @classmethod
-    async def start(cls, config: Config) -> Runtime:
+    async def start(cls, config: Config, *, telemetry: Telemetry | None = None) -> Runtime:
+        # Exporters first: a bad OTEL_* variable fails start-up before anything is opened.
+        telemetry = telemetry or Telemetry.from_env(config.telemetry)
         store = await open_store(config.store)
         try:
             providers = _providers(config)
@@ -49,14 +58,21 @@ class Runtime:
             prices.warm(dep.model for dep in deployments if dep.model != "*")
             if any(provider_kind(dep) == "litellm" for dep in deployments):
                 await LitellmProvider.warm()
-            ledger = Ledger(store)
-            ledger.start()
+            ledger = Ledger(
+                store, spool_dir=spool_dir_for(config), flush_interval_s=config.ledger.flush_interval_s
+            )
+            await ledger.start()
         except BaseException:
             await store.aclose()
+            telemetry.shutdown()
             raise
         log.info(
             "gateway ready",
-            extra={"store": config.store.backend, "models": list(config.models), "stages": [s.name for s in stages]},
+            extra={
+                "store": config.store.backend,
+                "models": list(config.models),
+                "stages": [s.name for s in stages],
+            },
         )
         return cls(
             config=config,
@@ -65,9 +81,11 @@ class Runtime:
             providers=providers,
             dispatcher=dispatcher,
             stages=stages,
-            chain=build_chain(stages, dispatcher),
+            chain=build_chain(stages, dispatcher, around=telemetry.around if telemetry.tracing else None),
             prices=prices,
             ledger=ledger,
+            telemetry=telemetry,
+            accountant=Accountant(prices, BaselinePrices(prices, _primary(dispatcher)), ledger, telemetry),
         )
 
     async def aclose(self) -> None:
@@ -78,10 +96,31 @@ class Runtime:
         for provider in self.providers.values():
             await provider.aclose()
         await self.store.aclose()
+        self.telemetry.shutdown()
+
+
+def _primary(dispatcher: Dispatcher) -> Callable[[str], tuple[str, Price | None] | None]:
+    """A requested name's primary deployment: the upstream model and its own price, if any."""
+
+    def primary(model: str) -> tuple[str, Price | None] | None:
+        try:
+            target = dispatcher.resolve(model)
+        except TollgateError:
+            return None
+        deployment = target.entry.deployments[0]
+        upstream = (target.wildcard_rest or model) if deployment.model == "*" else deployment.model
+        own = deployment.effective_price()
+        return upstream, None if own is None else Price.from_override(own)
+
+    return primary
 
 
 def _providers(config: Config) -> dict[str, Provider]:
     from gateway.providers.openai_compat import OpenAICompatProvider
     from gateway.sim.transport import SimProvider
 
-    return {"openai_compat": OpenAICompatProvider(), "litellm": LitellmProvider(), "sim": SimProvider(config.sim)}
+    return {
+        "openai_compat": OpenAICompatProvider(),
+        "litellm": LitellmProvider(),
+        "sim": SimProvider(config.sim),
+    }

@@ -14,19 +14,22 @@ import contextlib
 import gc
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from gateway.accounting.costing import CostReport, cost_request, ledger_row
+from gateway.accounting.costing import CostReport, Outcome
 from gateway.config import Config
 from gateway.control import build_control_app
 from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
 from gateway.pipeline import RequestContext, Wire
-from gateway.providers.base import Endpoint, ProviderResponse
+from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse
 from gateway.runtime import Runtime
 from gateway.store.base import StoreUnavailable
+from gateway.telemetry import Telemetry
 from gateway.wire import anthropic
 from gateway.wire.anthropic_stream import AnthropicStream
 from gateway.wire.openai import parse_body, validate
@@ -47,15 +50,23 @@ _ROUTES: dict[str, tuple[Endpoint, Wire]] = {
 _ROUTES.update({path[3:]: route for path, route in list(_ROUTES.items())})
 
 _JSON = (b"content-type", b"application/json")
-_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 _FORWARDED_PREFIXES = (b"x-sim-",)
+# W3C trace context: continued by our span when tracing, else passed upstream untouched.
+_TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 _WATCH_DISCONNECT_AFTER_S = 0.05
 
 
 class TollgateApp:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, telemetry: Telemetry | None = None) -> None:
         self.config = config
         self.runtime: Runtime | None = None
+        # Given by tests that read spans in memory; otherwise built from the OTEL_* variables.
+        self._telemetry = telemetry
         self.control = build_control_app(self)
         self._max_body = config.server.max_body_bytes
 
@@ -76,7 +87,7 @@ class TollgateApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self.runtime = await Runtime.start(self.config)
+                    self.runtime = await Runtime.start(self.config, telemetry=self._telemetry)
                 except Exception as err:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
@@ -93,13 +104,17 @@ class TollgateApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, wire: Wire) -> None:
+    async def _proxy(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, wire: Wire
+    ) -> None:
         request_id = os.urandom(12).hex()
         runtime = self.runtime
+        ctx: RequestContext | None = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(
-                    f"{scope['method']} is not allowed on {scope['path']}; use POST.", headers={"allow": "POST"}
+                    f"{scope['method']} is not allowed on {scope['path']}; use POST.",
+                    headers={"allow": "POST"},
                 )
             assert runtime is not None, "the lifespan has not started the gateway"
             api_key, client_headers, length = _read_headers(scope["headers"])
@@ -117,33 +132,38 @@ class TollgateApp:
                 client_headers=client_headers,
                 api_key=api_key,
             )
+            runtime.telemetry.start(ctx)
             response = await runtime.chain(ctx)
-        except TollgateError as err:
+        except Exception as exc:
+            err = _as_tollgate_error(exc, request_id)
+            if ctx is not None and runtime is not None:
+                outcome: Outcome = "error" if ctx.deployment is not None or err.status >= 500 else "refused"
+                _settle_quietly(
+                    runtime, ctx, None, status=err.status, outcome=outcome, error_type=err.code or err.type
+                )
             await _send_error(send, err, wire, request_id)
-            return
-        except StoreUnavailable as err:
-            log.error("store unavailable", extra={"request_id": request_id, "error": str(err)})
-            await _send_error(send, ServiceUnavailable("The gateway's store is unavailable; try again shortly."), wire, request_id)
-            return
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": request_id})
-            await _send_error(send, InternalError("The gateway failed to handle this request."), wire, request_id)
             return
         if response.stream is not None:
             await self._send_stream(runtime, ctx, response, receive, send)
         else:
             await self._send_json(runtime, ctx, response, send)
 
-    async def _send_json(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, send: Send) -> None:
+    async def _send_json(
+        self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, send: Send
+    ) -> None:
         try:
             if ctx.wire == "anthropic":
                 body = orjson.dumps(anthropic.chat_to_message(response.json(), model=ctx.original.model))
             else:
                 body = response.body_bytes()
-            report = self._settle(runtime, ctx, response)
+            report = runtime.accountant.settle(
+                ctx, response, status=response.status, outcome=_outcome(ctx, response)
+            )
         except Exception:
             log.exception("failed to render the response", extra={"request_id": ctx.request_id})
-            await _send_error(send, InternalError("The gateway failed to render the upstream's answer."), ctx.wire, ctx.request_id)
+            failure = InternalError("The gateway failed to render the upstream's answer.")
+            _settle_quietly(runtime, ctx, None, status=failure.status, outcome="error", error_type=failure.code)
+            await _send_error(send, failure, ctx.wire, ctx.request_id)
             return
         headers = [_JSON, (b"content-length", str(len(body)).encode()), *_tollgate_headers(ctx, report)]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -152,12 +172,19 @@ class TollgateApp:
     async def _send_stream(
         self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, receive: Receive, send: Send
     ) -> None:
+        """Forward the stream; cost it at its end, whatever the end is.
+
+        Headers leave before the cost is known, so the figures follow in-band: an SSE comment
+        (`: tollgate {...}`, which SSE clients skip) just before `data: [DONE]` (or at the end
+        of an Anthropic stream), and in the ledger under the request id from the headers.
+        """
         assert response.stream is not None
         chunks: AsyncIterator[bytes]
-        if ctx.wire == "anthropic":
-            chunks = aiter(AnthropicStream(response.stream, model=ctx.original.model))
-        else:
+        openai_wire = ctx.wire == "openai"
+        if openai_wire:
             chunks = aiter(response.stream)
+        else:
+            chunks = aiter(AnthropicStream(response.stream, model=ctx.original.model))
         headers = [*_SSE, *_tollgate_headers(ctx, None)]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # A client that hangs up must not keep the upstream generating (and billing) tokens.
@@ -166,37 +193,89 @@ class TollgateApp:
         disconnected: asyncio.Future[None] | None = None
         loop = asyncio.get_running_loop()
         watch_from = loop.time() + _WATCH_DISCONNECT_AFTER_S
+        outcome: Outcome = "ok"
+        error_type: str | None = None
+        done = b""
         try:
             async for chunk in chunks:
                 if disconnected is None:
                     if loop.time() >= watch_from:
                         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
                 elif disconnected.done():
+                    outcome = "disconnected"
                     break
+                if openai_wire and chunk.endswith(DONE_EVENT):
+                    # Held back: the cost comment goes first.
+                    chunk, done = chunk[: -len(DONE_EVENT)], DONE_EVENT
+                    if not chunk:
+                        continue
+                if ctx.first_token_at is None:
+                    ctx.first_token_at = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except TollgateError as err:
-            log.warning("upstream failed mid-stream", extra={"request_id": ctx.request_id, "error": err.message})
-            await send({"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True})
+            log.warning(
+                "upstream failed mid-stream", extra={"request_id": ctx.request_id, "error": err.message}
+            )
+            outcome, error_type = "error", err.code or err.type
+            await send(
+                {"type": "http.response.body", "body": _stream_error(err, ctx.wire), "more_body": True}
+            )
         except Exception:
             log.exception("stream failed", extra={"request_id": ctx.request_id})
             failure = InternalError("The gateway failed while streaming the answer.")
-            await send({"type": "http.response.body", "body": _stream_error(failure, ctx.wire), "more_body": True})
+            outcome, error_type = "error", failure.code
+            await send(
+                {"type": "http.response.body", "body": _stream_error(failure, ctx.wire), "more_body": True}
+            )
         finally:
             if disconnected is not None:
+                if disconnected.done() and outcome == "ok":
+                    outcome = "disconnected"
                 disconnected.cancel()
             with contextlib.suppress(Exception):
                 await response.stream.aclose()
-        await send({"type": "http.response.body", "body": b""})
-        try:
-            self._settle(runtime, ctx, response)
-        except Exception:
-            # The client has its answer; the request still deserves a trace of why it is uncosted.
-            log.exception("failed to cost a streamed request", extra={"request_id": ctx.request_id})
+        if outcome == "ok" and ctx.records and ctx.deployment is None:
+            outcome = "short_circuit"
+        report = _settle_quietly(runtime, ctx, response, status=200, outcome=outcome, error_type=error_type)
+        tail = done
+        if report is not None and outcome != "disconnected":
+            tail = _cost_comment(ctx, report) + done
+        await send({"type": "http.response.body", "body": tail})
 
-    def _settle(self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse) -> CostReport:
-        report = cost_request(ctx, response.usage, runtime.prices)
-        runtime.ledger.submit(ledger_row(ctx, report))
-        return report
+
+def _outcome(ctx: RequestContext, response: ProviderResponse) -> Outcome:
+    if response.status == 202:
+        return "deferred"
+    if ctx.deployment is None:
+        return "short_circuit"
+    return "ok" if response.status < 400 else "error"
+
+
+def _settle_quietly(
+    runtime: Runtime,
+    ctx: RequestContext,
+    response: ProviderResponse | None,
+    *,
+    status: int,
+    outcome: Outcome,
+    error_type: str | None,
+) -> CostReport | None:
+    """Settle after the client has its answer: a failure here is logged, never sent."""
+    try:
+        return runtime.accountant.settle(ctx, response, status=status, outcome=outcome, error_type=error_type)
+    except Exception:
+        log.exception("failed to cost a request", extra={"request_id": ctx.request_id})
+        return None
+
+
+def _as_tollgate_error(exc: Exception, request_id: str) -> TollgateError:
+    if isinstance(exc, TollgateError):
+        return exc
+    if isinstance(exc, StoreUnavailable):
+        log.error("store unavailable", extra={"request_id": request_id, "error": str(exc)})
+        return ServiceUnavailable("The gateway's store is unavailable; try again shortly.")
+    log.exception("unhandled error", extra={"request_id": request_id})
+    return InternalError("The gateway failed to handle this request.")
 
 
 def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, dict[str, str], int | None]:
@@ -213,7 +292,7 @@ def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, dict[
         elif name == b"content-length":
             with contextlib.suppress(ValueError):
                 length = int(value)
-        elif name.startswith(_FORWARDED_PREFIXES):
+        elif name.startswith(_FORWARDED_PREFIXES) or name in _TRACE_HEADERS:
             forwarded[name.decode("latin-1")] = value.decode("latin-1")
     return api_key, forwarded, length
 
@@ -248,19 +327,40 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 def _tollgate_headers(ctx: RequestContext, report: CostReport | None) -> list[tuple[bytes, bytes]]:
-    headers = [(b"x-request-id", ctx.request_id.encode())]
+    request_id = ctx.request_id.encode()
+    headers = [(b"x-request-id", request_id), (b"x-tollgate-request-id", request_id)]
     if ctx.served_model:
         headers.append((b"x-tollgate-model", ctx.served_model.encode()))
-    if report is not None and report.cost_usd is not None:
-        headers.append((b"x-tollgate-cost-usd", _usd(report.cost_usd)))
-        headers.append((b"x-tollgate-saved-usd", _usd(report.saved_usd)))
-    for name, value in ctx.response_headers.items():
-        headers.append((name.encode(), value.encode()))
+    if report is not None:
+        for name, amount in (
+            (b"x-tollgate-cost-usd", report.cost_usd),
+            (b"x-tollgate-baseline-usd", report.baseline_usd),
+            (b"x-tollgate-saved-usd", report.saved_usd),
+        ):
+            headers.append((name, _usd(amount)))
+    for key, value in ctx.response_headers.items():
+        headers.append((key.encode(), value.encode()))
     return headers
 
 
-def _usd(amount: Any) -> bytes:
-    return f"{amount:.10f}".rstrip("0").rstrip(".").encode() if amount else b"0"
+def _usd(amount: Decimal | None) -> bytes:
+    """Plain decimal notation, exact to the token; `unknown` when the model has no price."""
+    if amount is None:
+        return b"unknown"
+    if not amount:
+        return b"0"
+    text = f"{amount:f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text).encode()
+
+
+def _cost_comment(ctx: RequestContext, report: CostReport) -> bytes:
+    figures = {
+        "request_id": ctx.request_id,
+        "cost_usd": _usd(report.cost_usd).decode(),
+        "baseline_usd": _usd(report.baseline_usd).decode(),
+        "saved_usd": _usd(report.saved_usd).decode(),
+    }
+    return b": tollgate " + orjson.dumps(figures) + b"\n\n"
 
 
 def _stream_error(err: TollgateError, wire: Wire) -> bytes:
@@ -277,6 +377,5 @@ async def _send_error(send: Send, err: TollgateError, wire: Wire, request_id: st
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(config: Config) -> TollgateApp:
-    return TollgateApp(config)
-
+def create_app(config: Config, *, telemetry: Telemetry | None = None) -> TollgateApp:
+    return TollgateApp(config, telemetry=telemetry)

@@ -22,7 +22,13 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.providers.base import ProviderCall, ProviderResponse, SSEStream, retry_after_seconds
+from gateway.providers.base import (
+    ProviderCall,
+    ProviderResponse,
+    SSEStream,
+    retry_after_seconds,
+    strip_null_usage,
+)
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 # The engine's tenant salt is set by the gateway from the authenticated team; which client
@@ -188,6 +194,8 @@ class UpstreamStream(SSEStream):
 
     async def _iterate(self) -> AsyncIterator[bytes]:
         where = self._where
+        seen = self.seen
+        include_usage = self._include_usage
         buffer = b""
         done = False
         try:
@@ -211,6 +219,9 @@ class UpstreamStream(SSEStream):
                     ready = self.take_usage(ready)
                     if not ready:
                         continue
+                if not include_usage and b'"usage":null' in ready:
+                    ready = strip_null_usage(ready)
+                seen.append(ready)
                 yield ready
         except TimeoutError:
             raise UpstreamTimeout(f"{where}: stream stalled") from None

@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -34,6 +34,8 @@ class Seen:
     status: int  # 0: the upstream dropped the connection without an answer
     arrived: float
     answered: float
+    # Header names lower-cased.
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Recorder:
@@ -89,10 +91,10 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 # The upstream hung up (a `reset` fault): hang up on the gateway likewise.
                 self.close_connection = True
-                recorder.record(Seen(self.path, model, 0, arrived, time.monotonic()))
+                recorder.record(Seen(self.path, model, 0, arrived, time.monotonic(), _lower(headers)))
                 return
             # Recorded before answering, so a test reading the count after its reply sees this one.
-            recorder.record(Seen(self.path, model, status, arrived, time.monotonic()))
+            recorder.record(Seen(self.path, model, status, arrived, time.monotonic(), _lower(headers)))
             self.send_response(status)
             for name, value in answer_headers:
                 if name.lower() not in _SKIPPED_HEADERS:
@@ -106,6 +108,10 @@ def _handler(recorder: Recorder) -> type[BaseHTTPRequestHandler]:
             pass  # the test output is what matters, not an access log
 
     return Forward
+
+
+def _lower(headers: dict[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
 
 
 @contextlib.contextmanager

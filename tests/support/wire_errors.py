@@ -24,7 +24,10 @@ def sse_events(raw: bytes) -> list[tuple[str | None, Any]]:
     for block in raw.decode().split("\n\n"):
         if not block.strip():
             continue
-        fields = dict(line.split(": ", 1) for line in block.split("\n"))
+        # Lines starting with ":" are comments (the gateway's cost figures ride in one): skipped.
+        fields = dict(line.split(": ", 1) for line in block.split("\n") if not line.startswith(":"))
+        if "data" not in fields:
+            continue
         data = fields["data"]
         events.append((fields.get("event"), data if data == "[DONE]" else orjson.loads(data)))
     return events

@@ -1,0 +1,466 @@
+"""OpenTelemetry traces and metrics for every proxied request, and Prometheus exposition.
+
+A request is one SERVER span, `chat gpt-4o`, following the GenAI semantic conventions
+(`gen_ai.*`) plus the product's own figures (`tollgate.cost_usd`, `tollgate.baseline_usd`,
+`tollgate.saved_usd`, savings by stage), with a child span per pipeline stage. A client's
+`traceparent` is continued, and the upstream receives ours, so a trace runs from the app
+through the gateway to the provider.
+
+Exporters come from the standard variables: OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER
+(`otlp`, `console`, `none`; comma lists), OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]PROTOCOL
+(`http/protobuf`, `grpc`), OTEL_EXPORTER_OTLP_* endpoints and headers (read by the
+exporters), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_BSP_*. One difference from
+the SDK's defaults: with no exporter named and no OTLP endpoint set, nothing is exported and
+no spans are built at all, so a gateway with no collector pays nothing for tracing.
+
+Providers are built here and passed in, never set globally: a process can hold several
+gateways (tests do), and the global providers can be set only once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gateway.accounting.costing import CostReport, Outcome
+from gateway.config import TelemetryConfig
+from gateway.pipeline import CallNext, RequestContext, Stage
+from gateway.providers.base import ProviderResponse
+
+log = logging.getLogger("tollgate.telemetry")
+
+_OPERATIONS = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+# Our provider kinds as the GenAI conventions name them; others keep their own name.
+_PROVIDER_NAMES = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertex_ai": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "cohere": "cohere",
+    "mistral": "mistral_ai",
+    "azure": "azure.ai.openai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "local": "tollgate.local_engine",
+    "sim": "tollgate.sim",
+}
+# Bucket boundaries the GenAI metric conventions recommend.
+_TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+_DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+_REQUEST_PARAMS = (
+    ("max_tokens", "gen_ai.request.max_tokens"),
+    ("max_completion_tokens", "gen_ai.request.max_tokens"),
+    ("temperature", "gen_ai.request.temperature"),
+    ("top_p", "gen_ai.request.top_p"),
+    ("seed", "gen_ai.request.seed"),
+    ("n", "gen_ai.request.choice.count"),
+)
+
+
+class TelemetryError(ValueError):
+    """An OTEL_* variable names something the gateway cannot export to."""
+
+
+@dataclass(slots=True)
+class Trace:
+    """A request's root span and the context its children hang from."""
+
+    span: Span
+    context: Context
+
+
+class Telemetry:
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        *,
+        tracer_provider: TracerProvider | None,
+        metric_readers: Sequence[MetricReader] = (),
+        resource: Resource | None = None,
+    ) -> None:
+        self.config = config
+        self._tracer_provider = tracer_provider
+        self._tracer = tracer_provider.get_tracer("tollgate") if tracer_provider is not None else None
+        self.registry: CollectorRegistry | None = None
+        readers = list(metric_readers)
+        if config.enabled and config.prometheus:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+            # A registry of our own: never the process-global one several gateways would share.
+            self.registry = CollectorRegistry(auto_describe=True)
+            readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
+        self._meter_provider = MeterProvider(
+            metric_readers=readers,
+            resource=resource or Resource.create({}),
+            views=[
+                View(instrument_name="gen_ai.client.token.usage", aggregation=ExplicitBucketHistogramAggregation(_TOKEN_BUCKETS)),
+                View(instrument_name="gen_ai.client.operation.duration", aggregation=ExplicitBucketHistogramAggregation(_DURATION_BUCKETS)),
+            ],
+        )  # fmt: skip
+        meter = self._meter_provider.get_meter("tollgate")
+        self._token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per request, by type."
+        )
+        self._duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Time from request to the last byte of the answer.",
+        )
+        self._tokens = meter.create_counter(
+            "tollgate.tokens", unit="{token}", description="Tokens by team, model and type."
+        )
+        self._requests = meter.create_counter(
+            "tollgate.requests", unit="{request}", description="Requests by outcome."
+        )
+        self._cost = meter.create_counter("tollgate.cost", unit="usd", description="What requests cost.")
+        self._baseline = meter.create_counter(
+            "tollgate.baseline", unit="usd", description="What requests would have cost with no gateway."
+        )
+        self._saved = meter.create_counter(
+            "tollgate.saved", unit="usd", description="Savings by the stage that earned them."
+        )
+
+    @classmethod
+    def from_env(cls, config: TelemetryConfig, environ: Mapping[str, str] | None = None) -> Telemetry:
+        env = os.environ if environ is None else environ
+        if not config.enabled:
+            return cls(config, tracer_provider=None)
+        attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": config.service_name}
+        resource = Resource.create(attributes)
+        tracer_provider = None
+        exporters = _span_exporters(env)
+        if exporters:
+            tracer_provider = TracerProvider(resource=resource)
+            for exporter in exporters:
+                tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        readers = [PeriodicExportingMetricReader(exporter) for exporter in _metric_exporters(env)]
+        return cls(config, tracer_provider=tracer_provider, metric_readers=readers, resource=resource)
+
+    @property
+    def tracing(self) -> bool:
+        return self._tracer is not None
+
+    # --- the request span ---------------------------------------------------------------
+
+    def start(self, ctx: RequestContext) -> None:
+        """Open the request's span (a child of the client's traceparent) and pass ours upstream."""
+        tracer = self._tracer
+        if tracer is None:
+            return
+        request = ctx.request
+        operation = _OPERATIONS[request.endpoint]
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": operation,
+            "gen_ai.request.model": request.model,
+            "tollgate.request_id": ctx.request_id,
+            "tollgate.wire": ctx.wire,
+        }
+        if request.stream:
+            attributes["gen_ai.request.stream"] = True
+        body = request.body
+        for key, name in _REQUEST_PARAMS:
+            value = body.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                attributes[name] = value
+        headers = ctx.client_headers
+        parent = _parent_context(headers.get("traceparent"), headers.get("tracestate"))
+        span = tracer.start_span(
+            f"{operation} {request.model}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        if self.config.capture_content:
+            span.set_attribute("gen_ai.input.messages", _input_text(request.endpoint, body))
+        context = span.get_span_context()
+        headers["traceparent"] = (
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+        )
+        ctx.trace = Trace(span, set_span_in_context(span))
+
+    def around(self, stage: Stage, call_next: CallNext) -> CallNext:
+        """A child span per stage, carrying what the stage recorded."""
+        tracer = self._tracer
+        assert tracer is not None
+        name = stage.name
+        span_name = f"tollgate.stage {name}"
+
+        async def call(ctx: RequestContext) -> ProviderResponse:
+            trace: Trace | None = ctx.trace
+            if trace is None:
+                return await stage(ctx, call_next)
+            span = tracer.start_span(span_name, context=trace.context, attributes={"tollgate.stage": name})
+            try:
+                return await stage(ctx, call_next)
+            except BaseException as err:
+                span.set_status(Status(StatusCode.ERROR, type(err).__name__))
+                span.set_attribute("error.type", getattr(err, "code", None) or type(err).__name__)
+                raise
+            finally:
+                for record in ctx.records:
+                    if record.stage == name:
+                        _record_attributes(span, record)
+                span.end()
+
+        return call
+
+    def finish(
+        self,
+        ctx: RequestContext,
+        report: CostReport,
+        *,
+        status: int,
+        outcome: Outcome,
+        error_type: str | None,
+        finish_reasons: Sequence[str] = (),
+        output_text: str | None = None,
+    ) -> None:
+        """Metrics for every request; the span's closing attributes when it is traced."""
+        now = time.perf_counter()
+        usage = report.usage
+        provider = _provider_name(ctx)
+        common: dict[str, Any] = {
+            "gen_ai.operation.name": _OPERATIONS[ctx.request.endpoint],
+            "gen_ai.request.model": ctx.original.model,
+            "tollgate.team": ctx.team,
+        }
+        if provider is not None:
+            common["gen_ai.provider.name"] = provider
+        if ctx.served_model:
+            common["gen_ai.response.model"] = ctx.served_model
+        duration_attributes = common if error_type is None else {**common, "error.type": error_type}
+        self._duration.record(now - ctx.started_at, duration_attributes)
+        self._requests.add(1, {**common, "tollgate.outcome": outcome, "http.response.status_code": status})
+        if usage is not None:
+            for kind, count in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):
+                typed = {**common, "gen_ai.token.type": kind}
+                self._token_usage.record(count, typed)
+                self._tokens.add(count, typed)
+        money = {"tollgate.team": ctx.team, "gen_ai.request.model": ctx.original.model}
+        if report.cost_usd is not None:
+            self._cost.add(float(report.cost_usd), money)
+        if report.baseline_usd is not None:
+            self._baseline.add(float(report.baseline_usd), money)
+        for stage, saved in report.saved_by_stage.items():
+            self._saved.add(float(saved), {**money, "tollgate.stage": stage})
+        trace: Trace | None = ctx.trace
+        if trace is not None:
+            self._end_span(
+                trace.span, ctx, report, common, status, outcome, error_type, finish_reasons, output_text
+            )
+
+    def _end_span(
+        self,
+        span: Span,
+        ctx: RequestContext,
+        report: CostReport,
+        common: Mapping[str, Any],
+        status: int,
+        outcome: Outcome,
+        error_type: str | None,
+        finish_reasons: Sequence[str],
+        output_text: str | None,
+    ) -> None:
+        attributes: dict[str, Any] = {
+            **common,
+            "http.response.status_code": status,
+            "tollgate.outcome": outcome,
+        }
+        if ctx.principal is not None:
+            attributes["tollgate.key_id"] = ctx.principal.key_id
+        if ctx.served_by:
+            attributes["tollgate.deployment"] = ctx.served_by
+        usage = report.usage
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
+            attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cached_prompt_tokens
+            attributes["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_write_tokens
+            if usage.reasoning_tokens:
+                attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
+            if usage.estimated:
+                attributes["tollgate.usage_estimated"] = True
+        if finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = list(finish_reasons)
+        if ctx.first_token_at is not None:
+            attributes["gen_ai.response.time_to_first_chunk"] = ctx.first_token_at - ctx.started_at
+        for name, amount in (
+            ("tollgate.cost_usd", report.cost_usd),
+            ("tollgate.baseline_usd", report.baseline_usd),
+            ("tollgate.saved_usd", report.saved_usd),
+        ):
+            if amount is not None:
+                attributes[name] = float(amount)
+        if report.cost_usd is None:
+            attributes["tollgate.cost_unknown"] = True
+        for stage, saved in report.saved_by_stage.items():
+            attributes[f"tollgate.saved_usd.{stage}"] = float(saved)
+        if output_text is not None and self.config.capture_content:
+            attributes["gen_ai.output.messages"] = orjson.dumps(
+                [{"role": "assistant", "content": output_text}]
+            ).decode()
+        span.set_attributes(attributes)
+        if error_type is not None:
+            span.set_attribute("error.type", error_type)
+            span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end()
+
+    # --- exposition and shutdown ----------------------------------------------------------
+
+    def prometheus_text(self) -> bytes | None:
+        return None if self.registry is None else generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        """Export what is buffered, then stop the exporters' threads."""
+        if self._tracer_provider is not None:
+            self._tracer_provider.shutdown()
+        self._meter_provider.shutdown()
+
+    def force_flush(self) -> None:
+        if self._tracer_provider is not None:
+            self._tracer_provider.force_flush()
+
+
+def _record_attributes(span: Span, record: Any) -> None:
+    if record.saved_input_tokens:
+        span.set_attribute("tollgate.saved_input_tokens", record.saved_input_tokens)
+    if record.saved_output_tokens:
+        span.set_attribute("tollgate.saved_output_tokens", record.saved_output_tokens)
+    if record.saved_usd:
+        span.set_attribute("tollgate.saved_usd", float(record.saved_usd))
+    for key, value in record.detail.items():
+        if isinstance(value, str | bool | int | float):
+            span.set_attribute(f"tollgate.{record.stage}.{key}", value)
+
+
+def _provider_name(ctx: RequestContext) -> str | None:
+    if ctx.deployment is None:
+        return None
+    provider = ctx.deployment.provider
+    return _PROVIDER_NAMES.get(provider, provider)
+
+
+def _parent_context(traceparent: str | None, tracestate: str | None) -> Context | None:
+    """The client's W3C trace context, parsed by hand: a few string operations per request."""
+    if not traceparent:
+        return None
+    parts = traceparent.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == "ff":
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    from opentelemetry.trace.span import TraceState
+
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    parent = SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1), trace_state=state
+    )
+    return set_span_in_context(NonRecordingSpan(parent))
+
+
+def _input_text(endpoint: str, body: Mapping[str, Any]) -> str:
+    key = {"chat": "messages", "completions": "prompt", "embeddings": "input"}[endpoint]
+    return orjson.dumps(body.get(key)).decode()
+
+
+def _names(env: Mapping[str, str], variable: str, signal: str) -> list[str]:
+    value = env.get(variable)
+    if value is None:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        return ["otlp"] if endpoint else []
+    return [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
+
+
+def _protocol(env: Mapping[str, str], signal: str) -> str:
+    protocol = (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    if protocol not in ("http/protobuf", "grpc"):
+        raise TelemetryError(
+            f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use http/protobuf or grpc"
+        )
+    return protocol
+
+
+def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
+    exporters: list[SpanExporter] = []
+    for name in _names(env, "OTEL_TRACES_EXPORTER", "TRACES"):
+        if name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporters.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            if _protocol(env, "TRACES") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                    OTLPSpanExporter as GrpcSpans,
+                )
+
+                exporters.append(GrpcSpans())
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter as HttpSpans,
+                )
+
+                exporters.append(HttpSpans())
+        else:
+            raise TelemetryError(
+                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; use otlp, console or none"
+            )
+    return exporters
+
+
+def _metric_exporters(env: Mapping[str, str]) -> list[Any]:
+    exporters: list[Any] = []
+    for name in _names(env, "OTEL_METRICS_EXPORTER", "METRICS"):
+        if name == "prometheus":
+            continue  # always served at /metrics when telemetry.prometheus is on
+        if name == "console":
+            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+            exporters.append(ConsoleMetricExporter())
+        elif name == "otlp":
+            if _protocol(env, "METRICS") == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+                    OTLPMetricExporter as GrpcMetrics,
+                )
+
+                exporters.append(GrpcMetrics())
+            else:
+                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                    OTLPMetricExporter as HttpMetrics,
+                )
+
+                exporters.append(HttpMetrics())
+        else:
+            raise TelemetryError(
+                f"OTEL_METRICS_EXPORTER: unknown exporter {name!r}; use otlp, console, prometheus or none"
+            )
+    return exporters

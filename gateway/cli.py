@@ -1,4 +1,4 @@
-"""The `tollgate` command: serve, sim, check-config, teams, keys, demo."""
+"""The `tollgate` command: serve, sim, check-config, teams, keys, spend, demo."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -109,6 +110,22 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spend(args: argparse.Namespace) -> int:
+    from gateway.accounting.spend import to_csv, to_table
+
+    query = {"group_by": args.by, "start": args.start, "end": args.end, "team": args.team}
+    path = "/v1/spend?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    result = _admin(args, "GET", path)
+    # The gateway sends JSON; CSV and the table are rendered here, by the same code as its CSV.
+    if args.format == "json":
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    elif args.format == "csv":
+        sys.stdout.write(to_csv(result["data"], result["group_by"]))
+    else:
+        sys.stdout.write(to_table(result["data"], result["group_by"]))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -149,6 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
             admin.add_argument("--name", default="")
             admin.add_argument("--key-id")
         admin.set_defaults(func=func)
+
+    spend = sub.add_parser("spend", help="what was spent and saved, grouped (admin API, master key)")
+    spend.add_argument(
+        "--by", default="team,model", help="comma list of team, model, served_model, stage, day, key, provider"
+    )
+    spend.add_argument("--start", help="unix seconds, ISO date or ISO datetime (UTC unless stated)")
+    spend.add_argument("--end", help="exclusive; a bare date includes that whole day")
+    spend.add_argument("--team", help="only this team's requests")
+    spend.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    spend.add_argument("--url", default=os.environ.get("TOLLGATE_URL", "http://127.0.0.1:4000"))
+    spend.add_argument("--master-key")
+    spend.set_defaults(func=_spend)
 
     demo = sub.add_parser("demo", help="run the simulated provider and the gateway, drive a workload, print costs")
     demo.add_argument("--requests", type=int, default=120)

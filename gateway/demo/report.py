@@ -1,54 +1,95 @@
-"""The demo's table: requests, tokens, cost, baseline cost and savings by stage."""
+"""The demo's tables: requests, tokens, cost, baseline and savings by team and model, then by stage.
+
+The figures are the gateway's own spend report (`GET /v1/spend`, see docs/spend.md): what the
+demo prints is what an operator would get from the admin API for the same traffic.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
+from gateway.accounting.spend import Group, summarize, totals
 from gateway.pipeline import CANONICAL_ORDER
 
-_ZERO = Decimal(0)
+TEAM_MODEL = ("team", "model")
+STAGE = ("stage",)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSpend:
+    by_team_model: list[Group]
+    by_stage: list[Group]
+
+
+def fetch_spend(base_url: str, master_key: str) -> DemoSpend:
+    """The two spend reports the demo prints, from a running gateway's admin API."""
+
+    def get(group_by: tuple[str, ...]) -> list[Group]:
+        query = urllib.parse.urlencode({"group_by": ",".join(group_by)})
+        request = urllib.request.Request(
+            f"{base_url}/v1/spend?{query}", headers={"authorization": f"Bearer {master_key}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            data: list[Group] = orjson.loads(resp.read())["data"]
+            return data
+
+    return DemoSpend(by_team_model=get(TEAM_MODEL), by_stage=get(STAGE))
+
+
+def spend_from_rows(rows: Iterable[Mapping[str, Any]]) -> DemoSpend:
+    """The same reports computed from ledger rows already read, by the code behind /v1/spend."""
+    rows = list(rows)
+    return DemoSpend(
+        by_team_model=summarize(rows, group_by=TEAM_MODEL), by_stage=summarize(rows, group_by=STAGE)
+    )
+
+
+def print_report(rows: Iterable[Mapping[str, Any]], *, elapsed_s: float) -> None:
+    print_spend(spend_from_rows(rows), elapsed_s=elapsed_s)
+
+
+def print_spend(spend: DemoSpend, *, elapsed_s: float) -> None:
+    header = (
+        f"{'team':<10} {'model':<24} {'reqs':>5} {'prompt tok':>11} {'compl tok':>10} {'cached':>7} "
+        f"{'cost':>12} {'baseline':>12} {'saved':>12}"
+    )
+    print("\n" + header)
+    print("-" * len(header))
+    for group in spend.by_team_model:
+        print(_line(group["team"] or "-", group["model"] or "-", group))
+    print("-" * len(header))
+    total = totals(spend.by_team_model, TEAM_MODEL)
+    print(_line("total", "", total))
+    if total["unpriced_requests"]:
+        print(
+            f"({total['unpriced_requests']} request(s) served by a model with no known price: not in 'cost')"
+        )
+
+    # Every stage that can save money is listed, so a stage that saved nothing shows $0.
+    saved_by_stage = {stage: Decimal(0) for stage in CANONICAL_ORDER if stage != "auth"}
+    for group in spend.by_stage:
+        saved_by_stage[group["stage"]] = Decimal(group["saved_usd"])
+    print("\nsavings by stage")
+    for stage, saved in saved_by_stage.items():
+        print(f"  {stage:<16} {_money(saved):>12}")
+    print(f"\n{total['requests']} requests in {elapsed_s:.1f}s")
+
+
+def _line(team: str, model: str, figures: Mapping[str, Any]) -> str:
+    cost, baseline, saved = (Decimal(figures[name]) for name in ("cost_usd", "baseline_usd", "saved_usd"))
+    return (
+        f"{team:<10} {model:<24} {figures['requests']:>5} {figures['prompt_tokens']:>11,} "
+        f"{figures['completion_tokens']:>10,} {figures['cached_tokens']:>7,} "
+        f"{_money(cost):>12} {_money(baseline):>12} {_money(saved):>12}"
+    )
 
 
 def _money(value: Decimal) -> str:
     return f"${value:,.6f}"
-
-
-def print_report(rows: list[dict[str, Any]], *, elapsed_s: float) -> None:
-    groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"requests": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": _ZERO, "baseline": _ZERO}
-    )
-    by_stage: dict[str, Decimal] = {stage: _ZERO for stage in CANONICAL_ORDER if stage != "auth"}
-    for row in rows:
-        group = groups[(row["team"], row["requested_model"])]
-        group["requests"] += 1
-        group["prompt"] += row.get("prompt_tokens") or 0
-        group["completion"] += row.get("completion_tokens") or 0
-        group["cached"] += row.get("cached_prompt_tokens") or 0
-        group["cost"] += Decimal(row["cost_usd"]) if row.get("cost_usd") else _ZERO
-        group["baseline"] += Decimal(row["baseline_usd"]) if row.get("baseline_usd") else _ZERO
-        for stage, saved in (row.get("saved_by_stage") or {}).items():
-            by_stage[stage] = by_stage.get(stage, _ZERO) + Decimal(saved)
-
-    header = f"{'team':<10} {'model':<24} {'reqs':>5} {'prompt tok':>11} {'compl tok':>10} {'cached':>7} {'cost':>12} {'baseline':>12} {'saved':>12}"
-    print("\n" + header)
-    print("-" * len(header))
-    totals: dict[str, Any] = {"requests": 0, "prompt": 0, "completion": 0, "cached": 0, "cost": _ZERO, "baseline": _ZERO}
-    for (team, model), g in sorted(groups.items()):
-        print(
-            f"{team:<10} {model:<24} {g['requests']:>5} {g['prompt']:>11,} {g['completion']:>10,} {g['cached']:>7,} "
-            f"{_money(g['cost']):>12} {_money(g['baseline']):>12} {_money(g['baseline'] - g['cost']):>12}"
-        )
-        for key in totals:
-            totals[key] += g[key]
-    print("-" * len(header))
-    t: dict[str, Any] = totals
-    print(
-        f"{'total':<10} {'':<24} {t['requests']:>5} {t['prompt']:>11,} {t['completion']:>10,} {t['cached']:>7,} "
-        f"{_money(t['cost']):>12} {_money(t['baseline']):>12} {_money(t['baseline'] - t['cost']):>12}"
-    )
-    print("\nsavings by stage")
-    for stage, saved in by_stage.items():
-        print(f"  {stage:<16} {_money(saved):>12}")
-    print(f"\n{t['requests']} requests in {elapsed_s:.1f}s")

@@ -34,3 +34,21 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Arize Phoenix as a real OTLP trace sink: the gateway's spans go to it over OTLP/HTTP and are
+# read back through its REST API (deploy/phoenix/README.md). Phoenix's pins conflict with the
+# gateway's, so it gets a venv of its own (~850 MB, built once; bump the version to rebuild).
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION ?= 20.26.1
+PHOENIX_STAMP := $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
+
+.PHONY: phoenix-check
+
+$(PHOENIX_STAMP):
+	@test -x $(PHOENIX_VENV)/bin/python || $(PYTHON) -m venv $(PHOENIX_VENV) || python3 -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install -q 'arize-phoenix==$(PHOENIX_VERSION)'
+	@touch $(PHOENIX_STAMP)
+
+phoenix-check: install $(PHOENIX_STAMP)
+	$(PY) deploy/phoenix/check.py --phoenix $(PHOENIX_VENV)/bin/phoenix

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from gateway.accounting.spend import Group, summarize, totals
+from gateway.accounting.spend import Group, totals
 from gateway.pipeline import CANONICAL_ORDER
 
 TEAM_MODEL = ("team", "model")
@@ -43,16 +43,8 @@ def fetch_spend(base_url: str, master_key: str) -> DemoSpend:
     return DemoSpend(by_team_model=get(TEAM_MODEL), by_stage=get(STAGE))
 
 
-def spend_from_rows(rows: Iterable[Mapping[str, Any]]) -> DemoSpend:
-    """The same reports computed from ledger rows already read, by the code behind /v1/spend."""
-    rows = list(rows)
-    return DemoSpend(
-        by_team_model=summarize(rows, group_by=TEAM_MODEL), by_stage=summarize(rows, group_by=STAGE)
-    )
-
-
-def print_report(rows: Iterable[Mapping[str, Any]], *, elapsed_s: float) -> None:
-    print_spend(spend_from_rows(rows), elapsed_s=elapsed_s)
+def totals_of(spend: DemoSpend) -> Group:
+    return totals(spend.by_team_model, TEAM_MODEL)
 
 
 def print_spend(spend: DemoSpend, *, elapsed_s: float) -> None:
@@ -65,7 +57,7 @@ def print_spend(spend: DemoSpend, *, elapsed_s: float) -> None:
     for group in spend.by_team_model:
         print(_line(group["team"] or "-", group["model"] or "-", group))
     print("-" * len(header))
-    total = totals(spend.by_team_model, TEAM_MODEL)
+    total = totals_of(spend)
     print(_line("total", "", total))
     if total["unpriced_requests"]:
         print(

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from gateway.demo.report import print_report
+from gateway.demo.report import fetch_spend, print_spend, totals_of
 from gateway.demo.workload import Call, build_workload
 
 _CONFIG = """\
@@ -153,17 +153,18 @@ def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int
                 calls = build_workload(requests, seed)
                 print(f"sending {len(calls)} requests from {len(keys)} teams through the gateway ...", flush=True)
                 failures = asyncio.run(_drive(gw_url, keys, calls, concurrency))
-                rows = _admin(gw_url, master, "/admin/ledger")["data"]
+                # What an operator would see: the gateway's own spend report, from its ledger.
+                spend = fetch_spend(gw_url, master)
             except Exception:
                 for log in ("sim.log", "gateway.log"):
                     print(f"--- {log} ---\n{(work / log).read_text()[-3000:]}", file=sys.stderr)
                 raise
-        print_report(rows, elapsed_s=time.perf_counter() - started)
+        print_spend(spend, elapsed_s=time.perf_counter() - started)
         if failures:
             print(f"\n{len(failures)} request(s) failed:")
             for line in failures[:10]:
                 print(f"  {line}")
             return 1
-        total = sum((Decimal(r["cost_usd"]) for r in rows if r.get("cost_usd")), Decimal(0))
-        print(f"\nall {len(rows)} requests answered; ledger total ${total:.6f}")
+        total = totals_of(spend)
+        print(f"\nall {total['requests']} requests answered; ledger total ${Decimal(total['cost_usd']):.6f}")
         return 0

@@ -21,8 +21,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from gateway.logs import configure_logging
     from gateway.server import create_app
+    from gateway.telemetry import TelemetryError, check_env
 
     config = load_config(args.config)
+    if config.telemetry.enabled:
+        try:
+            check_env()
+        except TelemetryError as err:
+            raise ConfigError(str(err)) from None
     server = config.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )

@@ -410,6 +410,20 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
     return protocol
 
 
+def check_env(environ: Mapping[str, str] | None = None) -> None:
+    """Raise TelemetryError naming the OTEL_* variable the gateway could not honour."""
+    env = os.environ if environ is None else environ
+    known = {"TRACES": ("otlp", "console"), "METRICS": ("otlp", "console", "prometheus")}
+    for signal, allowed in known.items():
+        for name in _names(env, f"OTEL_{signal}_EXPORTER", signal):
+            if name not in allowed:
+                raise TelemetryError(
+                    f"OTEL_{signal}_EXPORTER: unknown exporter {name!r}; use {', '.join(allowed)} or none"
+                )
+            if name == "otlp":
+                _protocol(env, signal)
+
+
 def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
     exporters: list[SpanExporter] = []
     for name in _names(env, "OTEL_TRACES_EXPORTER", "TRACES"):

@@ -306,3 +306,10 @@ def test_a_request_refused_before_a_team_is_known_leaves_no_ledger_row(gw: InPro
         sdk.chat.completions.create(model="gpt-4o", messages=HI)
     request_id = caught.value.response.headers["x-request-id"]
     assert not [r for r in gw.admin("GET", "/admin/ledger")["data"] if r["request_id"] == request_id]
+
+
+def test_a_refusal_after_the_team_is_known_is_a_zero_cost_ledger_row(gw: InProcGateway, client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="no-such-model", messages=HI)
+    row = gw.ledger_row(caught.value.response.headers["x-request-id"])
+    assert (row["team"], row["outcome"], row["status"], row["cost_usd"], row["baseline_usd"]) == ("costs", "refused", 404, "0", "0")

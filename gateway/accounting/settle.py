@@ -8,7 +8,6 @@ headers, ledger and traces can never disagree.
 
 from __future__ import annotations
 
-import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -26,8 +25,6 @@ from gateway.accounting.prices import PriceTable
 from gateway.pipeline import RequestContext
 from gateway.providers.base import ProviderResponse, Usage
 from gateway.telemetry import Telemetry
-
-log = logging.getLogger("tollgate.accounting")
 
 
 class Accountant:
@@ -54,11 +51,6 @@ class Accountant:
         ctx.settled = True
         usage, finish_reasons, output = self._usage(ctx, response)
         report = cost_request(ctx, usage, self.prices, outcome=outcome, baseline_price=self.baseline)
-        if usage is not None and report.cost_usd is None:
-            log.warning(
-                "request not costed: no price known",
-                extra={"request_id": ctx.request_id, "model": ctx.served_model},
-            )
         # The ledger is what teams are billed from: a request refused before a team is known
         # (no or bad key) is in metrics and traces only.
         if ctx.principal is not None:

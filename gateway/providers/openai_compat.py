@@ -3,6 +3,7 @@
 One shared aiohttp session with pooled keep-alive connections. The request body goes out
 as the client's own bytes when nothing changed it; stream chunks are forwarded as they
 arrive, split only at event boundaries, never parsed except the one carrying usage.
+A body the gateway built goes out without Anthropic cache breakpoints, which OpenAI rejects.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.providers.base import (
     retry_after_seconds,
     strip_null_usage,
 )
+from gateway.wire.cache_control import without_cache_control
 
 _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 # The engine's tenant salt is set by the gateway from the authenticated team; which client
@@ -164,7 +166,9 @@ class OpenAICompatProvider:
         wants_usage = call.stream and not (call.body.get("stream_options") or {}).get("include_usage")
         if call.raw_body is not None and not deployment.extra_body and not wants_usage:
             return call.raw_body
-        body: dict[str, Any] = dict(call.body)
+        # Only a body the gateway built (an Anthropic translation, a stage's rewrite) is
+        # stripped: a client's own body goes out as the client wrote it, as on the raw path.
+        body: dict[str, Any] = dict(call.body if call.raw_body is not None else without_cache_control(call.body))
         if deployment.extra_body:
             body.update(deployment.extra_body)
         if wants_usage:

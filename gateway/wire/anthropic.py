@@ -7,9 +7,11 @@ is validated and translated in (`messages_to_chat`) and the answer translated ba
 A bad request fails here, before any stage runs, with the error Anthropic's own API would
 give: `InvalidRequest("<path>: <problem>", param="<path>")`, the path written with bracketed
 indexes (`messages[2].content[0].type`). Parameters Anthropic documents but OpenAI has no
-equivalent for (`thinking`, `service_tier`, `container`, `top_k`, cache breakpoints ...)
-are type-checked and dropped; undocumented keys are rejected, as Anthropic rejects them,
-so a misspelled parameter never silently does nothing.
+equivalent for (`thinking`, `service_tier`, `container`, `top_k`, the request-wide
+`cache_control` ...) are type-checked and dropped; undocumented keys are rejected, as
+Anthropic rejects them, so a misspelled parameter never silently does nothing. Cache
+breakpoints on blocks and tools are kept (see `gateway.wire.anthropic_content`): they are
+what makes a long prompt cheap at Anthropic.
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from gateway.providers.base import Usage
 from gateway.wire.anthropic_content import (
     ToolTurns,
     boolean,
+    cache_control,
     invalid,
     join_text,
     number,
     obj,
     required,
     string,
-    system_text,
+    system_content,
     user_and_assistant_messages,
+    with_breakpoint,
 )
 
 # Documented Messages parameters with no OpenAI chat equivalent: checked for type, then
@@ -85,7 +89,7 @@ def messages_to_chat(body: object) -> dict[str, Any]:
 
     messages: list[dict[str, Any]] = []
     if "system" in body:
-        system = system_text(body["system"], "system")
+        system = system_content(body["system"], "system")
         if system:
             messages.append({"role": "system", "content": system})
     messages.extend(user_and_assistant_messages(required(body, "messages", ""), ToolTurns()))
@@ -197,7 +201,8 @@ def _function_tool(value: object, path: str, names: list[str]) -> dict[str, Any]
     function["parameters"] = copy.deepcopy(schema)
     if "strict" in tool:
         function["strict"] = boolean(tool["strict"], f"{path}.strict")
-    return {"type": "function", "function": function}
+    # On the tool object itself, which is where litellm looks for it first.
+    return with_breakpoint({"type": "function", "function": function}, cache_control(tool, path))
 
 
 def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:

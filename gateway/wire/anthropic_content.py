@@ -12,6 +12,13 @@ What maps to what:
   reasoning, which Anthropic itself strips from previous turns, and OpenAI chat has no slot
   for them;
 - anything else (`document`, `search_result`, server-tool blocks ...) → 400 naming the block.
+
+Prompt-cache breakpoints (`cache_control`) are kept where litellm looks for them when it
+translates for Anthropic: on the content part (system, user and assistant text, images), the
+tool call (`tool_use`) and the tool message (`tool_result`). A system prompt or assistant
+message with a breakpoint on a text block becomes a list of text parts, one per block, since
+a joined string has room for one breakpoint at most; without breakpoints nothing changes
+shape. OpenAI-wire upstreams get the body with them removed (`gateway.wire.cache_control`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from gateway.errors import InvalidRequest
 _BLOCK_SEPARATOR = "\n\n"
 _IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _ROLES = ("user", "assistant", "system")
+_CACHE_TTLS = ("5m", "1h")
 
 
 def invalid(path: str, problem: str) -> InvalidRequest:
@@ -72,19 +80,66 @@ def join_text(texts: list[str]) -> str:
     return _BLOCK_SEPARATOR.join(texts)
 
 
-def system_text(value: object, path: str) -> str:
-    """A system prompt: a string, or a list of text blocks (cache breakpoints dropped)."""
+def cache_control(block: Mapping[str, Any], path: str) -> dict[str, Any] | None:
+    """The block's prompt-cache breakpoint, checked as Anthropic checks it; None if absent or null.
+
+    Returned as a new object, so a stage that rewrites the outgoing body cannot reach into
+    the client's.
+    """
+    value = block.get("cache_control")
+    if value is None:
+        return None
+    path = f"{path}.cache_control"
+    if not isinstance(value, dict):
+        raise invalid(path, "Input should be an object or null")
+    for key in value:
+        if key not in ("type", "ttl"):
+            raise invalid(f"{path}.{key}", "Extra inputs are not permitted")
+    if required(value, "type", path) != "ephemeral":
+        raise invalid(f"{path}.type", "Input should be 'ephemeral'")
+    checked = {"type": "ephemeral"}
+    if "ttl" in value:
+        if value["ttl"] not in _CACHE_TTLS:
+            raise invalid(f"{path}.ttl", "Input should be '5m' or '1h'")
+        checked["ttl"] = value["ttl"]
+    return checked
+
+
+def with_breakpoint(item: dict[str, Any], cache_breakpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """`item` (a content part, tool call, message or tool) carrying the breakpoint, if there is one."""
+    if cache_breakpoint is not None:
+        item["cache_control"] = cache_breakpoint
+    return item
+
+
+def _text_parts(texts: list[tuple[str, dict[str, Any] | None]]) -> list[dict[str, Any]]:
+    return [with_breakpoint({"type": "text", "text": text}, mark) for text, mark in texts if text]
+
+
+def system_content(value: object, path: str) -> str | list[dict[str, Any]]:
+    """A system prompt: a string, or a list of text blocks joined into one.
+
+    With a cache breakpoint on any block, a list of text parts instead, one per non-empty
+    block, each keeping its breakpoint.
+    """
     if isinstance(value, str):
         return value
     if not isinstance(value, list):
         raise invalid(path, "Input should be a valid string or a list of text blocks")
-    texts = []
+    texts: list[tuple[str, dict[str, Any] | None]] = []
     for i, item in enumerate(value):
-        block = obj(item, f"{path}[{i}]")
-        if required(block, "type", f"{path}[{i}]") != "text":
-            raise invalid(f"{path}[{i}].type", "Input should be 'text'")
-        texts.append(string(required(block, "text", f"{path}[{i}]"), f"{path}[{i}].text"))
-    return join_text(texts)
+        block_path = f"{path}[{i}]"
+        block = obj(item, block_path)
+        if required(block, "type", block_path) != "text":
+            raise invalid(f"{block_path}.type", "Input should be 'text'")
+        text = string(required(block, "text", block_path), f"{block_path}.text")
+        cache_breakpoint = cache_control(block, block_path)
+        if cache_breakpoint is not None and not text:
+            raise invalid(f"{block_path}.text", "cache_control cannot be set for empty text blocks")
+        texts.append((text, cache_breakpoint))
+    if all(mark is None for _, mark in texts):
+        return join_text([text for text, _ in texts])
+    return _text_parts(texts)
 
 
 class ToolTurns:
@@ -175,7 +230,7 @@ def user_and_assistant_messages(value: object, turns: ToolTurns) -> list[dict[st
             )
         turns.begin(role)
         if role == "system":
-            chat.append({"role": "system", "content": system_text(content, f"{path}.content")})
+            chat.append({"role": "system", "content": system_content(content, f"{path}.content")})
         elif role == "user":
             chat.extend(_user_messages(content, path, turns))
         else:
@@ -215,10 +270,13 @@ def _user_messages(content: object, path: str, turns: ToolTurns) -> list[dict[st
         if kind == "tool_result":
             chat.append(_tool_message(block, block_path, turns))
             continue
+        part: dict[str, Any]
         if kind == "text":
-            parts.append({"type": "text", "text": _text(block, block_path)})
+            part = {"type": "text", "text": _text(block, block_path)}
+            parts.append(with_breakpoint(part, cache_control(block, block_path)))
         elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image_url(block, block_path)}})
+            part = {"type": "image_url", "image_url": {"url": _image_url(block, block_path)}}
+            parts.append(with_breakpoint(part, cache_control(block, block_path)))
         elif kind == "tool_use":
             raise invalid(f"{block_path}.type", "'tool_use' blocks can only appear in assistant messages")
         else:
@@ -233,11 +291,11 @@ def _assistant_message(content: object, index: int, turns: ToolTurns) -> dict[st
     path = f"messages[{index}]"
     if isinstance(content, str):
         return {"role": "assistant", "content": content} if content else None
-    texts: list[str] = []
+    texts: list[tuple[str, dict[str, Any] | None]] = []
     tool_calls: list[dict[str, Any]] = []
     for block_path, kind, block in _blocks(content, path):
         if kind == "text":
-            texts.append(_text(block, block_path))
+            texts.append((_text(block, block_path), cache_control(block, block_path)))
         elif kind == "tool_use":
             call = _tool_call(block, block_path)
             turns.call(call["id"], index, f"{block_path}.id")
@@ -250,7 +308,12 @@ def _assistant_message(content: object, index: int, turns: ToolTurns) -> dict[st
             raise _unsupported(block_path, kind, "assistant", "text, tool_use, thinking, redacted_thinking")
     if not texts and not tool_calls:
         return None
-    message: dict[str, Any] = {"role": "assistant", "content": join_text(texts) if texts else None}
+    text: str | list[dict[str, Any]] | None = None
+    if any(mark is not None for _, mark in texts):
+        text = _text_parts(texts)
+    elif texts:
+        text = join_text([text for text, _ in texts])
+    message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return message
@@ -291,16 +354,18 @@ def _tool_call(block: Mapping[str, Any], path: str) -> dict[str, Any]:
         raise invalid(f"{path}.id", "String should have at least 1 character")
     name = string(required(block, "name", path), f"{path}.name")
     arguments = obj(required(block, "input", path), f"{path}.input")
-    return {
+    call = {
         "id": call_id,
         "type": "function",
         "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
     }
+    return with_breakpoint(call, cache_control(block, path))
 
 
 def _tool_message(block: Mapping[str, Any], path: str, turns: ToolTurns) -> dict[str, Any]:
     tool_use_id = string(required(block, "tool_use_id", path), f"{path}.tool_use_id")
     turns.answer(tool_use_id, path)
+    cache_breakpoint = cache_control(block, path)
     content = block.get("content", "")
     if isinstance(content, str):
         text = content
@@ -317,10 +382,15 @@ def _tool_message(block: Mapping[str, Any], path: str, turns: ToolTurns) -> dict
                     f"'{kind}' blocks are not supported in tool results; supported: text",
                 )
             texts.append(string(required(inner, "text", inner_path), f"{inner_path}.text"))
+            # The tool message's content is one string, so an inner breakpoint moves to the
+            # end of the result: the cached prefix grows by the rest of it, never shrinks.
+            inner_breakpoint = cache_control(inner, inner_path)
+            cache_breakpoint = cache_breakpoint or inner_breakpoint
         text = join_text(texts)
     else:
         raise invalid(f"{path}.content", "Input should be a valid string or a list of content blocks")
     # OpenAI tool messages have no error flag; the model learns of the failure from the text.
     if boolean(block.get("is_error", False), f"{path}.is_error"):
         text = f"Error: {text}" if text else "Error"
-    return {"role": "tool", "tool_call_id": tool_use_id, "content": text}
+    # litellm reads a tool message's breakpoint from the message itself, not from a part.
+    return with_breakpoint({"role": "tool", "tool_call_id": tool_use_id, "content": text}, cache_breakpoint)

@@ -63,11 +63,8 @@ def test_system_string_becomes_a_leading_system_message() -> None:
     assert chat["messages"][1]["role"] == "user"
 
 
-def test_system_text_blocks_are_joined_and_cache_breakpoints_dropped() -> None:
-    system = [
-        {"type": "text", "text": "You are Claude Code."},
-        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
-    ]
+def test_system_text_blocks_are_joined() -> None:
+    system = [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "Be brief."}]
     chat = messages_to_chat(request(system=system))
     assert chat["messages"][0] == {"role": "system", "content": "You are Claude Code.\n\nBe brief."}
 
@@ -97,7 +94,7 @@ def test_user_text_and_images() -> None:
             "content": [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
                 {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
-                {"type": "text", "text": "What is in these images?"},
+                {"type": "text", "text": "What is in these images?", "cache_control": {"type": "ephemeral"}},
             ],
         }
     ]
@@ -174,6 +171,7 @@ def test_tools_become_function_tools() -> None:
         {
             "type": "function",
             "function": {**WEATHER_FUNCTION["function"], "name": "get_time", "strict": True},
+            "cache_control": {"type": "ephemeral"},
         },
     ]
     assert "tool_choice" not in chat
@@ -900,7 +898,10 @@ def test_sdk_accepts_the_translated_message(messages_server: MessagesServer) -> 
         4,
     )
     [chat] = messages_server.chat_requests
-    assert chat["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert chat["messages"][0] == {
+        "role": "system",
+        "content": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    }
     assert (chat["tool_choice"], chat["parallel_tool_calls"], chat["user"]) == ("auto", False, "u-1")
 
 

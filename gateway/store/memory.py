@@ -7,10 +7,17 @@ atomic without a lock. Nothing survives the process.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from gateway.store.base import StoreUnavailable
-from gateway.store.common import check_ttl, parse_counter
+from gateway.store.base import CounterLimit, LeaseLimit, Reservation, StoreUnavailable
+from gateway.store.common import (
+    check_charges,
+    check_reservation,
+    check_ttl,
+    parse_counter,
+    plan_charges,
+    plan_reservation,
+)
 
 # A full sweep of expired keys after this many writes keeps memory bounded even for keys
 # that are never read again, at an amortised O(1) per write.
@@ -24,7 +31,11 @@ class MemoryStore:
         # key -> (value, deadline on the monotonic clock or None)
         self._values: dict[str, tuple[bytes, float | None]] = {}
         self._logs: dict[str, list[bytes]] = {}
+        # Reservation counters: key -> (value, monotonic deadline); leases: key -> holder -> deadline.
+        self._counters: dict[str, tuple[int, float]] = {}
+        self._leases: dict[str, dict[str, float]] = {}
         self._writes = 0
+        self._reservation_writes = 0
         self._closed = False
 
     def _check_open(self) -> None:
@@ -115,6 +126,85 @@ class MemoryStore:
         records = self._logs.get(log, [])[start : start + max(limit, 0)]
         return [(start + i + 1, record) for i, record in enumerate(records)]
 
+    def _live_counters(self, keys: Iterable[str], now: float) -> dict[str, int]:
+        values: dict[str, int] = {}
+        for key in keys:
+            entry = self._counters.get(key)
+            if entry is None:
+                continue
+            if entry[1] <= now:
+                del self._counters[key]
+            else:
+                values[key] = entry[0]
+        return values
+
+    def _live_holders(self, key: str, now: float) -> dict[str, float]:
+        holders = self._leases.get(key)
+        if holders is None:
+            return {}
+        for holder in [h for h, deadline in holders.items() if deadline <= now]:
+            del holders[holder]
+        if not holders:
+            del self._leases[key]
+        return holders
+
+    def _write_counters(self, writes: dict[str, tuple[int, float | None]], now: float) -> None:
+        for key, (value, ttl_s) in writes.items():
+            # A key that existed keeps its deadline: its window was fixed when it was created.
+            deadline = self._counters[key][1] if ttl_s is None else now + ttl_s
+            self._counters[key] = (value, deadline)
+        self._count_writes(len(writes), now)
+
+    def _count_writes(self, count: int, now: float) -> None:
+        # Counters and leases of teams that go quiet are never read again; the periodic
+        # sweep is what frees them.
+        before = self._reservation_writes
+        self._reservation_writes += count
+        if before // _SWEEP_EVERY_WRITES != self._reservation_writes // _SWEEP_EVERY_WRITES:
+            self._sweep_reservations(now)
+
+    def _sweep_reservations(self, now: float) -> None:
+        for key in [k for k, (_, deadline) in self._counters.items() if deadline <= now]:
+            del self._counters[key]
+        for key in list(self._leases):
+            self._live_holders(key, now)
+
+    async def reserve(self, limits: Sequence[CounterLimit], leases: Sequence[LeaseLimit] = ()) -> Reservation:
+        self._check_open()
+        check_reservation(limits, leases)
+        now = time.monotonic()
+        keys = {key for limit in limits for key in (*limit.buckets, limit.charge_key)}
+        values = self._live_counters(keys, now)
+        held = {lease.key: self._live_holders(lease.key, now) for lease in leases}
+        plan = plan_reservation(limits, leases, values, held)
+        if plan.reservation.admitted:
+            self._write_counters(plan.writes, now)
+            for key, holder, ttl_s in plan.takes:
+                self._leases.setdefault(key, {})[holder] = now + ttl_s
+            self._count_writes(len(plan.takes), now)
+        return plan.reservation
+
+    async def adjust(self, charges: Sequence[tuple[str, int, float]]) -> None:
+        self._check_open()
+        check_charges(charges)
+        now = time.monotonic()
+        values = self._live_counters({key for key, _, _ in charges}, now)
+        self._write_counters(plan_charges(charges, values), now)
+
+    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
+        self._check_open()
+        for key, holder in leases:
+            holders = self._leases.get(key)
+            if holders is not None:
+                holders.pop(holder, None)
+                if not holders:
+                    del self._leases[key]
+
+    async def counters(self, keys: Sequence[str]) -> list[int]:
+        self._check_open()
+        values = self._live_counters(keys, time.monotonic())
+        return [values.get(key, 0) for key in keys]
+
     async def ping(self) -> None:
         self._check_open()
 
@@ -122,6 +212,8 @@ class MemoryStore:
         self._closed = True
         self._values.clear()
         self._logs.clear()
+        self._counters.clear()
+        self._leases.clear()
 
 
 def _owned(value: bytes) -> bytes:

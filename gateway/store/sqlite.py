@@ -5,6 +5,13 @@ also against other processes sharing the file (SQLite serialises writers; the bu
 makes them wait instead of failing). Deadlines are wall-clock seconds because they must
 mean the same thing after a restart. Expired rows are invisible to every query; a sweep
 deletes them on open and then at most once a minute, riding on a write.
+
+Reservations (budgets, rate limits, leases) read, decide and write in one `BEGIN IMMEDIATE`
+transaction. Those run on a second connection owned by one worker thread, each transaction
+inside a single call on that thread: on the shared aiosqlite connection other coroutines'
+statements could slip into an open transaction (and be rolled back with it), and a caller
+cancelled mid-transaction would leave it open. The write lock makes the check-and-charge
+exact against every other connection and process using the file.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-from gateway.store.base import StoreUnavailable
-from gateway.store.common import check_ttl
+from gateway.store.base import CounterLimit, LeaseLimit, Reservation, StoreUnavailable
+from gateway.store.common import check_charges, check_reservation, check_ttl, plan_charges, plan_reservation
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 _SWEEP_INTERVAL_S = 60.0
@@ -38,6 +48,33 @@ CREATE TABLE IF NOT EXISTS log (
     record BLOB NOT NULL,
     PRIMARY KEY (log, seq)
 );
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS counters_expires_at ON counters (expires_at);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX IF NOT EXISTS leases_expires_at ON leases (expires_at);
+"""
+
+# A NULL deadline marks a key that already exists: it keeps the deadline it was created
+# with, because a window is fixed at creation. (The column is nullable only because SQLite
+# checks NOT NULL before it detects the conflict that turns the INSERT into an UPDATE.)
+_WRITE_COUNTER = """
+INSERT INTO counters (key, value, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+    expires_at = COALESCE(excluded.expires_at, counters.expires_at)
+"""
+
+_TAKE_LEASE = """
+INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?)
+ON CONFLICT (key, holder) DO UPDATE SET expires_at = excluded.expires_at
 """
 
 _LIVE = "(expires_at IS NULL OR expires_at > :now)"
@@ -94,6 +131,9 @@ class SqliteStore:
         self._path = path
         self._next_sweep = time.time() + _SWEEP_INTERVAL_S
         self._batch_lock = asyncio.Lock()
+        # The thread starts on first use, so a gateway without budgets never has one.
+        self._reserver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-sqlite-reserve")
+        self._reserve_db: sqlite3.Connection | None = None  # only ever touched on that thread
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -127,6 +167,8 @@ class SqliteStore:
     async def _sweep(self, now: float) -> None:
         self._next_sweep = now + _SWEEP_INTERVAL_S
         await self._rows("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        await self._rows("DELETE FROM counters WHERE expires_at <= ?", (now,))
+        await self._rows("DELETE FROM leases WHERE expires_at <= ?", (now,))
 
     async def _wrote(self, now: float) -> None:
         if now >= self._next_sweep:
@@ -228,10 +270,126 @@ class SqliteStore:
     async def ping(self) -> None:
         await self._rows("SELECT 1", ())
 
+    async def reserve(self, limits: Sequence[CounterLimit], leases: Sequence[LeaseLimit] = ()) -> Reservation:
+        check_reservation(limits, leases)
+
+        def work(db: sqlite3.Connection, now: float) -> Reservation:
+            keys = {key for limit in limits for key in (*limit.buckets, limit.charge_key)}
+            values = _live_counters(db, keys, now)
+            held: dict[str, set[str]] = {}
+            lease_keys = sorted({lease.key for lease in leases})
+            if lease_keys:
+                marks = _marks(lease_keys)
+                purge = f"DELETE FROM leases WHERE key IN ({marks}) AND expires_at <= ?"
+                db.execute(purge, (*lease_keys, now))
+                live = db.execute(f"SELECT key, holder FROM leases WHERE key IN ({marks})", lease_keys)
+                for key, holder in live:
+                    held.setdefault(key, set()).add(holder)
+            plan = plan_reservation(limits, leases, values, held)
+            if plan.reservation.admitted:
+                _write_counters(db, plan.writes, now)
+                db.executemany(_TAKE_LEASE, [(key, holder, now + ttl_s) for key, holder, ttl_s in plan.takes])
+            return plan.reservation
+
+        if not limits and not leases:
+            return Reservation(True, None, (), ())
+        return await self._transaction(work)
+
+    async def adjust(self, charges: Sequence[tuple[str, int, float]]) -> None:
+        check_charges(charges)
+
+        def work(db: sqlite3.Connection, now: float) -> None:
+            values = _live_counters(db, {key for key, _, _ in charges}, now)
+            _write_counters(db, plan_charges(charges, values), now)
+
+        if charges:
+            await self._transaction(work)
+
+    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
+        def work(db: sqlite3.Connection, now: float) -> None:
+            db.executemany("DELETE FROM leases WHERE key = ? AND holder = ?", leases)
+
+        if leases:
+            await self._transaction(work)
+
+    async def counters(self, keys: Sequence[str]) -> list[int]:
+        if not keys:
+            return []
+        unique = sorted(set(keys))
+        rows = await self._rows(
+            f"SELECT key, value FROM counters WHERE key IN ({_marks(unique)}) AND expires_at > ?",
+            (*unique, time.time()),
+        )
+        values = {str(key): int(value) for key, value in rows}
+        return [values.get(key, 0) for key in keys]
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        if self._connection is None:
+            raise StoreUnavailable(f"sqlite store at {self._path} is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._reserver, self._run_transaction, work)
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"sqlite store at {self._path}: {err}") from err
+
+    def _run_transaction(self, work: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """On the reservation thread: the whole transaction, so nothing can interleave with it."""
+        db = self._reserve_db
+        if db is None:
+            db = sqlite3.connect(
+                self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._reserve_db = db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # The clock is read once the write lock is held, so a wait for it cannot make
+            # a lease or a bucket look younger than it is.
+            result = work(db, time.time())
+            db.execute("COMMIT")
+        except BaseException:
+            # Also after a failed COMMIT: a transaction left open would make every later
+            # BEGIN on this connection fail.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return result
+
+    def _close_reserve_db(self) -> None:
+        db, self._reserve_db = self._reserve_db, None
+        if db is not None:
+            db.close()
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+            # Queued behind any transaction still running, so that one finishes first.
+            await asyncio.get_running_loop().run_in_executor(self._reserver, self._close_reserve_db)
+            self._reserver.shutdown(wait=False)
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _live_counters(db: sqlite3.Connection, keys: Iterable[str], now: float) -> dict[str, int]:
+    unique = sorted(set(keys))
+    if not unique:
+        return {}
+    rows = db.execute(
+        f"SELECT key, value FROM counters WHERE key IN ({_marks(unique)}) AND expires_at > ?", (*unique, now)
+    )
+    return {str(key): int(value) for key, value in rows}
+
+
+def _write_counters(
+    db: sqlite3.Connection, writes: Mapping[str, tuple[int, float | None]], now: float
+) -> None:
+    db.executemany(
+        _WRITE_COUNTER,
+        [(key, value, None if ttl_s is None else now + ttl_s) for key, (value, ttl_s) in writes.items()],
+    )
 
 
 def _deadline(now: float, ttl_s: float | None) -> float | None:

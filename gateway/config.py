@@ -200,8 +200,27 @@ class AuthStageConfig(_Strict):
     cache_ttl_s: float = Field(default=5.0, ge=0)
 
 
+class PolicyStageConfig(_Strict):
+    """Per-team budgets, rate limits and model rules (docs/policies.md)."""
+
+    enabled: bool = True
+    # A YAML or JSON policy file, re-read when it changes; teams set through the admin API
+    # (kept in the store, shared by every instance) override the file's.
+    file: str | None = None
+    reload_interval_s: float = Field(default=5.0, gt=0)
+    # Where the end user's id comes from, for per-user budgets.
+    user_header: str = "x-tollgate-user"
+    # Threshold alerts are also POSTed here as JSON, when set.
+    alert_webhook: str | None = None
+    # A concurrency lease a crashed gateway never released expires after this long.
+    lease_ttl_s: int = Field(default=900, gt=0)
+    # Output tokens assumed when neither the request nor the price map gives a maximum.
+    default_max_output_tokens: int = Field(default=4096, gt=0)
+
+
 class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
+    policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
 
 
 class Config(_Strict):

@@ -72,6 +72,18 @@ class Dispatcher:
             f"The model '{model}' does not exist or you do not have access to it.", param="model"
         )
 
+    def candidates(self, model: str) -> list[tuple[str, Deployment]]:
+        """Every (upstream model, deployment) that may serve `model`, fallbacks included:
+        what a worst-case estimate must price."""
+        target = self.resolve(model)
+        hops = [target] + [Target(fb, self._models[fb], None) for fb in target.entry.fallbacks]
+        found: list[tuple[str, Deployment]] = []
+        for hop in hops:
+            for deployment in hop.entry.deployments:
+                upstream = (hop.wildcard_rest or model) if deployment.model == "*" else deployment.model
+                found.append((upstream, deployment))
+        return found
+
     def knows(self, model: str) -> bool:
         try:
             self.resolve(model)

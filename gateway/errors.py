@@ -106,6 +106,27 @@ class RateLimited(TollgateError):
             self.headers.setdefault("retry-after", str(max(1, round(retry_after_s))))
 
 
+class BudgetExceeded(TollgateError):
+    """A team's (key's, user's, model's) budget would be exceeded: not worth retrying soon.
+
+    OpenAI answers an exhausted quota with 429 `insufficient_quota`; `x-should-retry: false`
+    tells the OpenAI SDKs not to retry it.
+    """
+
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+    anthropic_type = "rate_limit_error"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("x-should-retry", "false")
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+
+
 class InternalError(TollgateError):
     status = 500
     type = "api_error"

@@ -82,6 +82,8 @@ class RequestContext:
     client_headers: dict[str, str] = field(default_factory=dict)
     # The credential the client presented (Bearer or x-api-key); only the auth stage reads it.
     api_key: str | None = None
+    # The application's own end user (a header, else the body's `user`), for per-user budgets.
+    end_user: str | None = None
     principal: Principal | None = None
     records: list[StageRecord] = field(default_factory=list)
     # Headers added to the client's response (x-tollgate-*).
@@ -97,6 +99,9 @@ class RequestContext:
     trace: Any = None
     # Set once the request has been costed, so no exit path costs it twice.
     settled: bool = False
+    # Called with the request's cost report when it settles, whatever the exit (a budget
+    # reservation trued up to the real cost, say). Called once; must not block.
+    on_settle: list[Callable[[Any], None]] = field(default_factory=list)
 
     def record(
         self,

@@ -52,8 +52,11 @@ class Runtime:
             providers = _providers(config)
             keys = KeyRing(store)
             dispatcher = Dispatcher(config, providers)
-            stages = build_stages(config, StageDeps(store=store, keys=keys))
             prices = PriceTable()
+            deps = StageDeps(
+                store=store, keys=keys, dispatcher=dispatcher, prices=prices, on_alert=telemetry.alert
+            )
+            stages = build_stages(config, deps)
             deployments = [dep for entry in config.models.values() for dep in entry.deployments]
             prices.warm(dep.model for dep in deployments if dep.model != "*")
             if any(provider_kind(dep) == "litellm" for dep in deployments):
@@ -92,6 +95,10 @@ class Runtime:
         if self.closed:
             return
         self.closed = True
+        for stage in self.stages:
+            close = getattr(stage, "aclose", None)
+            if close is not None:
+                await close()
         await self.ledger.aclose()
         for provider in self.providers.values():
             await provider.aclose()

@@ -25,7 +25,7 @@ from gateway.accounting.costing import CostReport, Outcome
 from gateway.config import Config
 from gateway.control import build_control_app
 from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
-from gateway.pipeline import RequestContext, Wire
+from gateway.pipeline import Request, RequestContext, Wire
 from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse
 from gateway.runtime import Runtime
 from gateway.store.base import StoreUnavailable
@@ -69,6 +69,7 @@ class TollgateApp:
         self._telemetry = telemetry
         self.control = build_control_app(self)
         self._max_body = config.server.max_body_bytes
+        self._user_header = config.stages.policy.user_header.lower().encode("latin-1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -117,7 +118,7 @@ class TollgateApp:
                     headers={"allow": "POST"},
                 )
             assert runtime is not None, "the lifespan has not started the gateway"
-            api_key, client_headers, length = _read_headers(scope["headers"])
+            api_key, client_headers, length, end_user = _read_headers(scope["headers"], self._user_header)
             raw = await _read_body(receive, length, self._max_body)
             body = parse_body(raw)
             if wire == "anthropic":
@@ -131,6 +132,7 @@ class TollgateApp:
                 wire=wire,
                 client_headers=client_headers,
                 api_key=api_key,
+                end_user=end_user or _body_user(request),
             )
             runtime.telemetry.start(ctx)
             response = await runtime.chain(ctx)
@@ -162,7 +164,9 @@ class TollgateApp:
         except Exception:
             log.exception("failed to render the response", extra={"request_id": ctx.request_id})
             failure = InternalError("The gateway failed to render the upstream's answer.")
-            _settle_quietly(runtime, ctx, None, status=failure.status, outcome="error", error_type=failure.code)
+            _settle_quietly(
+                runtime, ctx, None, status=failure.status, outcome="error", error_type=failure.code
+            )
             await _send_error(send, failure, ctx.wire, ctx.request_id)
             return
         headers = [_JSON, (b"content-length", str(len(body)).encode()), *_tollgate_headers(ctx, report)]
@@ -278,10 +282,13 @@ def _as_tollgate_error(exc: Exception, request_id: str) -> TollgateError:
     return InternalError("The gateway failed to handle this request.")
 
 
-def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, dict[str, str], int | None]:
+def _read_headers(
+    headers: list[tuple[bytes, bytes]], user_header: bytes
+) -> tuple[str | None, dict[str, str], int | None, str | None]:
     api_key: str | None = None
     forwarded: dict[str, str] = {}
     length: int | None = None
+    user: str | None = None
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
@@ -294,7 +301,14 @@ def _read_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, dict[
                 length = int(value)
         elif name.startswith(_FORWARDED_PREFIXES) or name in _TRACE_HEADERS:
             forwarded[name.decode("latin-1")] = value.decode("latin-1")
-    return api_key, forwarded, length
+        elif name == user_header:
+            user = value.decode("latin-1").strip() or None
+    return api_key, forwarded, length, user
+
+
+def _body_user(request: Request) -> str | None:
+    user = request.body.get("user")
+    return user if isinstance(user, str) and user else None
 
 
 async def _read_body(receive: Receive, length: int | None, limit: int) -> bytes:

@@ -90,3 +90,18 @@ def price_per_token(model: str) -> PriceEntry | None:
             batch_output_per_token=_decimal(entry.get("output_cost_per_token_batches")),
         )
     return None
+
+
+def max_output_tokens(model: str) -> int | None:
+    """The most tokens `model` can answer with, per litellm's map (a `sim/` or provider prefix ignored)."""
+    cost_map = _cost_map()
+    names = [model]
+    if "/" in model:
+        names.append(model.split("/", 1)[1])
+    for name in names:
+        entry = cost_map.get(name)
+        if isinstance(entry, Mapping) and name != "sample_spec":
+            value = entry.get("max_output_tokens") or entry.get("max_tokens")
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+    return None

@@ -8,6 +8,7 @@ headers, ledger and traces can never disagree.
 
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,8 @@ from gateway.accounting.prices import PriceTable
 from gateway.pipeline import RequestContext
 from gateway.providers.base import ProviderResponse, Usage
 from gateway.telemetry import Telemetry
+
+log = logging.getLogger("tollgate.accounting")
 
 
 class Accountant:
@@ -51,6 +54,11 @@ class Accountant:
         ctx.settled = True
         usage, finish_reasons, output = self._usage(ctx, response)
         report = cost_request(ctx, usage, self.prices, outcome=outcome, baseline_price=self.baseline)
+        for hook in ctx.on_settle:
+            try:
+                hook(report)
+            except Exception:
+                log.exception("a settle hook failed", extra={"request_id": ctx.request_id})
         # The ledger is what teams are billed from: a request refused before a team is known
         # (no or bad key) is in metrics and traces only.
         if ctx.principal is not None:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.accounting.prices import PriceTable
 from gateway.config import Config
+from gateway.dispatch import Dispatcher
 from gateway.keys import KeyRing
-from gateway.pipeline import CANONICAL_ORDER, Stage
+from gateway.pipeline import CANONICAL_ORDER, RequestContext, Stage
 from gateway.stages.auth import AuthStage
+from gateway.stages.policy import PolicyStage
+from gateway.stages.policy_source import PolicySource, file_from_env
 from gateway.store.base import Store
 
 
@@ -22,6 +27,10 @@ class StageDeps:
 
     store: Store
     keys: KeyRing
+    dispatcher: Dispatcher
+    prices: PriceTable
+    # Where a stage reports an alert for traces and metrics (gateway.telemetry).
+    on_alert: Callable[[RequestContext, Any], None] | None = None
 
 
 StageFactory = Callable[[Config, StageDeps], Stage | None]
@@ -33,12 +42,25 @@ def _auth(config: Config, deps: StageDeps) -> Stage | None:
     return AuthStage(config.stages.auth, deps.keys, config.server.master_key)
 
 
+def _policy(config: Config, deps: StageDeps) -> Stage | None:
+    settings = config.stages.policy
+    if not settings.enabled:
+        return None
+    source = PolicySource(
+        deps.store, file_from_env(settings.file), reload_interval_s=settings.reload_interval_s
+    )
+    return PolicyStage(settings, source, deps.store, deps.dispatcher, deps.prices, on_alert=deps.on_alert)
+
+
 # name -> factory, one entry per stage module; a factory returns None when its stage is off.
 REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
+    "policy": _policy,
 }
 
 
 def build_stages(config: Config, deps: StageDeps) -> list[Stage]:
-    stages = [stage for name in CANONICAL_ORDER if name in REGISTRY if (stage := REGISTRY[name](config, deps))]
+    stages = [
+        stage for name in CANONICAL_ORDER if name in REGISTRY if (stage := REGISTRY[name](config, deps))
+    ]
     return stages

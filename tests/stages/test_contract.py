@@ -9,25 +9,37 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 
-from gateway.config import parse_config
+from gateway.accounting.prices import PriceTable
+from gateway.config import Config, parse_config
+from gateway.dispatch import Dispatcher
 from gateway.errors import UpstreamError
 from gateway.keys import KeyRing
-from gateway.pipeline import CANONICAL_ORDER, Request, RequestContext, Stage, build_chain
+from gateway.pipeline import CANONICAL_ORDER, Principal, Request, RequestContext, Stage, build_chain
 from gateway.providers.base import ProviderResponse
+from gateway.stages.policy_source import TEAM_PREFIX
 from gateway.stages.registry import REGISTRY, StageDeps, build_stages
+from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 
 Setup = Callable[[], Awaitable[tuple[Stage, Callable[[RequestContext], None]]]]
+
+
+SIM_MODELS = {"sim/*": {"deployments": [{"provider": "sim", "model": "*"}]}}
+
+
+def _deps(config: Config, store: Store, keys: KeyRing | None = None) -> StageDeps:
+    return StageDeps(store=store, keys=keys or KeyRing(store), dispatcher=Dispatcher(config, {}), prices=PriceTable())
 
 
 async def _admit_auth() -> tuple[Stage, Callable[[RequestContext], None]]:
     keys = KeyRing(MemoryStore())
     await keys.create_team("contract")
     plaintext, _ = await keys.create_key("contract")
-    config = parse_config({"server": {"master_key": "tg-master"}})
-    stage = REGISTRY["auth"](config, StageDeps(store=MemoryStore(), keys=keys))
+    config = parse_config({"server": {"master_key": "tg-master"}, "models": SIM_MODELS})
+    stage = REGISTRY["auth"](config, _deps(config, MemoryStore(), keys))
     assert stage is not None
 
     def prepare(ctx: RequestContext) -> None:
@@ -36,7 +48,21 @@ async def _admit_auth() -> tuple[Stage, Callable[[RequestContext], None]]:
     return stage, prepare
 
 
-ADMIT: dict[str, Setup] = {"auth": _admit_auth}
+async def _admit_policy() -> tuple[Stage, Callable[[RequestContext], None]]:
+    store = MemoryStore()
+    policy = {"budgets": [{"amount_usd": 100, "period": "day"}], "rate_limits": {"requests_per_minute": 100, "concurrent": 5}}
+    await store.set(TEAM_PREFIX + "contract", orjson.dumps(policy))
+    config = parse_config({"models": SIM_MODELS})
+    stage = REGISTRY["policy"](config, _deps(config, store))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        ctx.principal = Principal(team="contract", key_id="k1")
+
+    return stage, prepare
+
+
+ADMIT: dict[str, Setup] = {"auth": _admit_auth, "policy": _admit_policy}
 
 
 @pytest.fixture
@@ -126,8 +152,7 @@ async def test_streams_pass_through_without_being_buffered(admitted: Any) -> Non
 
 def test_a_switched_off_stage_is_absent_from_the_chain() -> None:
     config = parse_config({"stages": {name: {"enabled": False} for name in REGISTRY}})
-    deps = StageDeps(store=MemoryStore(), keys=KeyRing(MemoryStore()))
-    assert build_stages(config, deps) == []
+    assert build_stages(config, _deps(config, MemoryStore())) == []
 
 
 def test_chain_rejects_stages_out_of_canonical_order() -> None:

@@ -33,7 +33,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -50,6 +50,14 @@ from gateway.accounting.costing import CostReport, Outcome
 from gateway.config import TelemetryConfig
 from gateway.pipeline import CallNext, RequestContext, Stage
 from gateway.providers.base import ProviderResponse
+from gateway.telemetry.exporters import (
+    TelemetryError,
+    _metric_exporters,
+    _span_exporters,
+    check_env,
+)
+
+__all__ = ["Telemetry", "TelemetryError", "Trace", "_metric_exporters", "_span_exporters", "check_env"]
 
 log = logging.getLogger("tollgate.telemetry")
 
@@ -80,10 +88,6 @@ _REQUEST_PARAMS = (
     ("seed", "gen_ai.request.seed"),
     ("n", "gen_ai.request.choice.count"),
 )
-
-
-class TelemetryError(ValueError):
-    """An OTEL_* variable names something the gateway cannot export to."""
 
 
 @dataclass(slots=True)
@@ -140,6 +144,9 @@ class Telemetry:
         self._cost = meter.create_counter("tollgate.cost", unit="usd", description="What requests cost.")
         self._baseline = meter.create_counter(
             "tollgate.baseline", unit="usd", description="What requests would have cost with no gateway."
+        )
+        self._alerts = meter.create_counter(
+            "tollgate.policy.alerts", unit="{alert}", description="Budget and rate thresholds crossed."
         )
         self._saved = meter.create_counter(
             "tollgate.saved", unit="usd", description="Savings by the stage that earned them."
@@ -327,6 +334,24 @@ class Telemetry:
             span.set_status(Status(StatusCode.ERROR, error_type))
         span.end()
 
+    def alert(self, ctx: RequestContext, alert: Any) -> None:
+        """A policy threshold crossed: a span event on the request and a counted metric."""
+        self._alerts.add(
+            1,
+            {
+                "tollgate.team": ctx.team,
+                "tollgate.policy": alert.policy,
+                "tollgate.threshold": float(alert.fraction),
+            },
+        )
+        trace: Trace | None = ctx.trace
+        if trace is not None:
+            trace.span.add_event(
+                "tollgate.policy.threshold",
+                {"tollgate.policy": alert.policy, "tollgate.threshold": float(alert.fraction),
+                 "tollgate.usage": alert.usage, "tollgate.cap": alert.cap, "message": alert.message},
+            )  # fmt: skip
+
     # --- exposition and shutdown ----------------------------------------------------------
 
     def prometheus_text(self) -> bytes | None:
@@ -387,94 +412,3 @@ def _parent_context(traceparent: str | None, tracestate: str | None) -> Context 
 def _input_text(endpoint: str, body: Mapping[str, Any]) -> str:
     key = {"chat": "messages", "completions": "prompt", "embeddings": "input"}[endpoint]
     return orjson.dumps(body.get(key)).decode()
-
-
-def _names(env: Mapping[str, str], variable: str, signal: str) -> list[str]:
-    value = env.get(variable)
-    if value is None:
-        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        return ["otlp"] if endpoint else []
-    return [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
-
-
-def _protocol(env: Mapping[str, str], signal: str) -> str:
-    protocol = (
-        env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    )
-    if protocol not in ("http/protobuf", "grpc"):
-        raise TelemetryError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; use http/protobuf or grpc"
-        )
-    return protocol
-
-
-def check_env(environ: Mapping[str, str] | None = None) -> None:
-    """Raise TelemetryError naming the OTEL_* variable the gateway could not honour."""
-    env = os.environ if environ is None else environ
-    known = {"TRACES": ("otlp", "console"), "METRICS": ("otlp", "console", "prometheus")}
-    for signal, allowed in known.items():
-        for name in _names(env, f"OTEL_{signal}_EXPORTER", signal):
-            if name not in allowed:
-                raise TelemetryError(
-                    f"OTEL_{signal}_EXPORTER: unknown exporter {name!r}; use {', '.join(allowed)} or none"
-                )
-            if name == "otlp":
-                _protocol(env, signal)
-
-
-def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
-    exporters: list[SpanExporter] = []
-    for name in _names(env, "OTEL_TRACES_EXPORTER", "TRACES"):
-        if name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            exporters.append(ConsoleSpanExporter())
-        elif name == "otlp":
-            if _protocol(env, "TRACES") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                    OTLPSpanExporter as GrpcSpans,
-                )
-
-                exporters.append(GrpcSpans())
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter as HttpSpans,
-                )
-
-                exporters.append(HttpSpans())
-        else:
-            raise TelemetryError(
-                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; use otlp, console or none"
-            )
-    return exporters
-
-
-def _metric_exporters(env: Mapping[str, str]) -> list[Any]:
-    exporters: list[Any] = []
-    for name in _names(env, "OTEL_METRICS_EXPORTER", "METRICS"):
-        if name == "prometheus":
-            continue  # always served at /metrics when telemetry.prometheus is on
-        if name == "console":
-            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-            exporters.append(ConsoleMetricExporter())
-        elif name == "otlp":
-            if _protocol(env, "METRICS") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                    OTLPMetricExporter as GrpcMetrics,
-                )
-
-                exporters.append(GrpcMetrics())
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                    OTLPMetricExporter as HttpMetrics,
-                )
-
-                exporters.append(HttpMetrics())
-        else:
-            raise TelemetryError(
-                f"OTEL_METRICS_EXPORTER: unknown exporter {name!r}; use otlp, console, prometheus or none"
-            )
-    return exporters

@@ -1,0 +1,293 @@
+"""Policy: a team's budgets, rate limits and model rules, held exactly under concurrency.
+
+Before the call the stage estimates the request's worst case (its prompt counted, its
+maximum output, at the dearest price any deployment or fallback of the alias could charge)
+and reserves it atomically against every budget and rate window that applies (the store's
+`reserve`: one Lua script on Redis, one transaction on SQLite, so N instances share exact
+counters). When the request settles, whatever its exit, the reservation is trued up to the
+real cost and tokens, and its concurrency lease released. A breach blocks (an OpenAI-style
+error naming the policy and when it resets), downgrades to a cheaper alias (the saving is
+this stage's), or defers (refused until the batch path exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from gateway.accounting.price_map import max_output_tokens
+from gateway.accounting.prices import Price, PriceTable
+from gateway.accounting.tokens import count_prompt
+from gateway.config import PolicyStageConfig
+from gateway.dispatch import Dispatcher
+from gateway.errors import BudgetExceeded, ModelNotAllowed, RateLimited, TollgateError
+from gateway.pipeline import CallNext, Request, RequestContext
+from gateway.providers.base import ProviderResponse
+from gateway.stages.policy_source import PolicySource
+from gateway.store.base import CounterLimit, LeaseLimit, Store
+from policies import (
+    Alert,
+    Decision,
+    Estimate,
+    Facts,
+    Outcome,
+    Plan,
+    decide,
+    plan,
+    replan_for_downgrade,
+    usd_to_nano,
+)
+
+log = logging.getLogger("tollgate.policy")
+
+# A `total` budget never resets; its bucket is kept for a century.
+_FOREVER_S = 100 * 365 * 86400
+_SETTLE_RETRIES = 5
+
+
+@dataclass(slots=True)
+class _Held:
+    """What one request reserved, to be trued up when it settles."""
+
+    plan: Plan
+    estimate: Estimate
+
+
+class PolicyStage:
+    name: ClassVar[str] = "policy"
+
+    def __init__(
+        self,
+        config: PolicyStageConfig,
+        source: PolicySource,
+        store: Store,
+        dispatcher: Dispatcher,
+        prices: PriceTable,
+        *,
+        on_alert: Callable[[RequestContext, Alert], None] | None = None,
+    ) -> None:
+        self._config = config
+        self.source = source
+        self._store = store
+        self._dispatcher = dispatcher
+        self._prices = prices
+        self._on_alert = on_alert
+        self._user_header = config.user_header.lower()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
+        policies = await self.source.current()
+        if policies.for_team(ctx.team) is None:
+            return await call_next(ctx)
+        facts = Facts(
+            team=ctx.team,
+            model=ctx.request.model,
+            now=datetime.now(UTC),
+            key_id=ctx.principal.key_id if ctx.principal else None,
+            user=ctx.end_user,
+            request_id=ctx.request_id,
+        )
+        estimate = self.estimate(ctx.request, ctx.request.model)
+        planned = plan(policies, facts, estimate, lease_ttl_s=self._config.lease_ttl_s)
+        decision = await self._reserve(planned)
+        original_model = ctx.request.model
+        while decision.action == "downgrade" and decision.downgrade_to is not None:
+            estimate = self.estimate(ctx.request, decision.downgrade_to)
+            planned = replan_for_downgrade(
+                policies, planned, decision, estimate, lease_ttl_s=self._config.lease_ttl_s
+            )
+            decision = await self._reserve(planned)
+        if decision.action != "allow":
+            raise _refusal(decision, facts.now)
+        # From here the reservation is held: settling (on every exit) gives it back or trues it up.
+        ctx.on_settle.append(lambda report: self._settle_later(_Held(planned, planned.estimate), report))
+        for alert in decision.alerts:
+            self._alert(ctx, alert)
+        if planned.downgraded_from is not None:
+            ctx.request = ctx.request.replace(body={**ctx.request.body, "model": planned.facts.model})
+            ctx.response_headers["x-tollgate-downgraded-from"] = original_model
+            ctx.record(
+                self.name,
+                owns_remainder=True,
+                detail={"downgraded_from": original_model, "to": planned.facts.model},
+            )
+        return await call_next(ctx)
+
+    # --- estimate -------------------------------------------------------------------------
+
+    def estimate(self, request: Request, model: str) -> Estimate:
+        """The worst this request can cost on `model`: every input token and the maximum
+        output, at the dearest rates among the deployments and fallbacks that may serve it."""
+        try:
+            candidates = self._dispatcher.candidates(model)
+        except TollgateError:
+            candidates = []
+        prompt = count_prompt(request.endpoint, request.model, request.body)
+        output = 0
+        if request.endpoint != "embeddings":
+            output = (
+                _requested_max(request.body)
+                or max(
+                    (max_output_tokens(upstream) or 0 for upstream, _ in candidates),
+                    default=0,
+                )
+                or self._config.default_max_output_tokens
+            )
+            output *= max(1, _int(request.body.get("n")) or 1)
+        worst = Decimal(0)
+        for upstream, deployment in candidates:
+            own = deployment.effective_price()
+            price = Price.from_override(own) if own is not None else self._prices.price(upstream)
+            if price is not None:
+                worst = max(
+                    worst,
+                    prompt * price.input_per_mtok / 1_000_000 + output * price.output_per_mtok / 1_000_000,
+                )
+        return Estimate(cost_nano=usd_to_nano(worst), tokens=prompt + output)
+
+    # --- the store ------------------------------------------------------------------------
+
+    async def _reserve(self, planned: Plan) -> Decision:
+        if planned.denied is not None or not (planned.limits or planned.leases):
+            return decide(planned, None)
+        counters = [
+            CounterLimit(
+                name=limit.name,
+                buckets=limit.buckets,
+                charge_key=limit.charge_key,
+                amount=limit.amount,
+                limit=limit.limit,
+                ttl_s=float(limit.ttl_s or _FOREVER_S),
+            )
+            for limit in planned.limits
+        ]
+        leases = [
+            LeaseLimit(
+                name=lease.name,
+                key=lease.key,
+                holder=lease.holder,
+                limit=lease.limit if lease.limit is not None else 1 << 62,
+                ttl_s=float(lease.ttl_s),
+            )
+            for lease in planned.leases
+        ]
+        reservation = await self._store.reserve(counters, leases)
+        usage = {limit.name: value for limit, value in zip(planned.limits, reservation.usage, strict=True)}
+        usage.update(
+            {lease.name: value for lease, value in zip(planned.leases, reservation.leases, strict=True)}
+        )
+        return decide(planned, Outcome(admitted=reservation.admitted, failed=reservation.failed, usage=usage))
+
+    def _settle_later(self, held: _Held, report: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(held, report))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, held: _Held, report: Any) -> None:
+        """True the reservation up to what the request really cost and used."""
+        cost: Decimal | None = report.cost_usd
+        usage = report.usage
+        tokens = usage.total_tokens if usage is not None else 0
+        charges: list[tuple[str, int, float]] = []
+        for limit in held.plan.limits:
+            if limit.kind == "usd" and cost is not None:
+                # An unknown price keeps the worst case reserved: never under-count a budget.
+                delta = usd_to_nano(cost) - limit.amount
+            elif limit.kind == "tokens":
+                delta = tokens - limit.amount
+            else:
+                continue
+            if delta:
+                charges.append((limit.charge_key, delta, float(limit.ttl_s or _FOREVER_S)))
+        leases = [(lease.key, lease.holder) for lease in held.plan.leases]
+        for attempt in range(_SETTLE_RETRIES):
+            try:
+                if charges:
+                    await self._store.adjust(charges)
+                    charges = []
+                if leases:
+                    await self._store.release(leases)
+                return
+            except Exception as err:
+                log.warning(
+                    "settling a reservation failed; retrying", extra={"error": str(err), "attempt": attempt}
+                )
+                await asyncio.sleep(0.2 * 2**attempt)
+        # The worst case stays charged (budgets err on the safe side) and the lease expires by itself.
+        log.error(
+            "a reservation could not be settled; its worst case stays charged", extra={"charges": charges}
+        )
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def _alert(self, ctx: RequestContext, alert: Alert) -> None:
+        log.warning(
+            "policy threshold crossed",
+            extra={"event": "policy.threshold", "team": ctx.team, "policy": alert.policy,
+                   "fraction": str(alert.fraction), "usage": alert.usage, "cap": alert.cap, "message": alert.message},
+        )  # fmt: skip
+        if self._on_alert is not None:
+            self._on_alert(ctx, alert)
+        if self._config.alert_webhook:
+            payload = {"event": "policy.threshold", "team": ctx.team, "policy": alert.policy, "kind": alert.kind,
+                       "fraction": float(alert.fraction), "usage": alert.usage, "cap": alert.cap,
+                       "message": alert.message, "request_id": ctx.request_id}  # fmt: skip
+            task = asyncio.get_running_loop().create_task(self._post(self._config.alert_webhook, payload))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        try:
+            async with self._session.post(
+                url, data=orjson.dumps(payload), headers={"content-type": "application/json"}
+            ) as resp:
+                if resp.status >= 400:
+                    log.warning("alert webhook refused", extra={"url": url, "status": resp.status})
+        except (aiohttp.ClientError, TimeoutError) as err:
+            log.warning("alert webhook failed", extra={"url": url, "error": str(err)})
+
+    async def aclose(self) -> None:
+        """Let settlements in flight finish, so no reservation is left charged at its worst case."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=10)
+        if self._session is not None:
+            await self._session.close()
+
+
+def _refusal(decision: Decision, now: datetime) -> TollgateError:
+    message = " ".join(decision.reasons) or "Refused by policy."
+    policy = decision.policy or ""
+    if decision.action == "defer":
+        message += " Deferral to the batch path is not available on this gateway."
+    if policy.endswith("/models"):
+        return ModelNotAllowed(message, param="model")
+    retry_after = None if decision.resets_at is None else max(0.0, (decision.resets_at - now).total_seconds())
+    if "/rate:" in policy:
+        return RateLimited(message, retry_after_s=retry_after if retry_after is not None else 1.0)
+    headers = {"x-tollgate-policy": policy}
+    if decision.resets_at is not None:
+        headers["x-tollgate-policy-resets-at"] = decision.resets_at.isoformat()
+    return BudgetExceeded(message, headers=headers)
+
+
+def _requested_max(body: Any) -> int | None:
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = _int(body.get(key))
+        if value:
+            return value
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None

@@ -1,4 +1,4 @@
-"""The `tollgate` command: serve, sim, check-config, teams, keys, spend, demo."""
+"""The `tollgate` command: serve, sim, check-config, teams, keys, policies, budgets, spend, demo."""
 
 from __future__ import annotations
 
@@ -132,6 +132,59 @@ def _spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policies(args: argparse.Namespace) -> int:
+    if args.action != "list" and not args.team:
+        raise SystemExit(f"tollgate: policies {args.action} needs --team")
+    path = "/admin/policies" + ("" if args.action == "list" else "/" + urllib.parse.quote(args.team, safe=""))
+    if args.action == "set":
+        if not args.file:
+            raise SystemExit("tollgate: policies set needs --file (a YAML or JSON team policy)")
+        result = _admin(args, "PUT", path, _read_policy(args.file))
+    elif args.action == "delete":
+        result = _admin(args, "DELETE", path)
+    else:
+        result = _admin(args, "GET", path)
+    if args.action == "get" and args.format == "yaml":
+        # The document alone, ready to edit and `set` again; where it comes from as a comment.
+        import yaml
+
+        print(f"# policy of team {result['team']!r} (from: {result['source']})")
+        sys.stdout.write(yaml.safe_dump(result["policy"], sort_keys=False))
+        return 0
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _read_policy(file: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(file, "rb") as handle:
+            text = handle.read()
+        data = orjson.loads(text) if file.endswith(".json") else yaml.safe_load(text)
+    except OSError as err:
+        raise SystemExit(f"tollgate: cannot read {file}: {err.strerror}") from None
+    except (orjson.JSONDecodeError, yaml.YAMLError) as err:
+        raise SystemExit(f"tollgate: {file} does not parse: {err}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(
+            f"tollgate: {file} must hold one team's policy (a mapping: budgets, rate_limits, ...)"
+        )
+    return data
+
+
+def _budgets(args: argparse.Namespace) -> int:
+    from gateway.stages.policy_report import budgets_table
+
+    query = "?" + urllib.parse.urlencode({"team": args.team}) if args.team else ""
+    result = _admin(args, "GET", "/admin/budgets" + query)
+    if args.format == "json":
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        sys.stdout.write(budgets_table(result))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -172,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
             admin.add_argument("--name", default="")
             admin.add_argument("--key-id")
         admin.set_defaults(func=func)
+
+    policies = sub.add_parser("policies", help="each team's budgets, rate limits and model rules (admin API)")
+    policies.add_argument("action", choices=("list", "get", "set", "delete"))
+    policies.add_argument("--team", help="the team (get, set, delete)")
+    policies.add_argument("--file", help="set: the team's policy, YAML or JSON (docs/policies.md)")
+    policies.add_argument(
+        "--format", choices=("json", "yaml"), default="json", help="get: yaml prints the document alone"
+    )
+    policies.add_argument("--url", default=os.environ.get("TOLLGATE_URL", "http://127.0.0.1:4000"))
+    policies.add_argument("--master-key")
+    policies.set_defaults(func=_policies)
+
+    budgets = sub.add_parser("budgets", help="spend and usage against each budget and rate limit (admin API)")
+    budgets.add_argument("--team", help="only this team")
+    budgets.add_argument("--format", choices=("table", "json"), default="table")
+    budgets.add_argument("--url", default=os.environ.get("TOLLGATE_URL", "http://127.0.0.1:4000"))
+    budgets.add_argument("--master-key")
+    budgets.set_defaults(func=_budgets)
 
     spend = sub.add_parser("spend", help="what was spent and saved, grouped (admin API, master key)")
     spend.add_argument(

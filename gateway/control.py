@@ -1,4 +1,5 @@
-"""Control routes (Starlette): model list, health, the admin API for teams and keys, and spend.
+"""Control routes (Starlette): model list, health, the admin API for teams, keys and policies,
+budget usage, and spend.
 
 The admin API answers only to the master key. Errors use the same OpenAI-style body as the
 proxied endpoints.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -31,7 +33,11 @@ from gateway.errors import (
 )
 from gateway.pipeline import Principal
 from gateway.stages.auth import AuthStage
+from gateway.stages.policy import PolicyStage
+from gateway.stages.policy_report import budget_report, list_policies, relative_errors, team_policy_entry
+from gateway.stages.policy_source import PolicySource
 from gateway.store.base import StoreUnavailable
+from policies import PolicyError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -143,6 +149,62 @@ def build_control_app(app: TollgateApp) -> Starlette:
         body = {"object": "spend", "group_by": list(summary.group_by), "data": groups}
         return _json({**body, "total": totals(groups, summary.group_by)})
 
+    async def policies(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        listing = await list_policies(_policy_source(rt), rt.store)
+        return _json({**listing, "reload_interval_s": rt.config.stages.policy.reload_interval_s})
+
+    async def policy(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        source, team_id = _policy_source(rt), request.path_params["team"]
+        if request.method == "PUT":
+            document = await _body(request)
+            try:
+                await source.set_team(team_id, document)
+            except PolicyError as err:
+                message, param = relative_errors(team_id, err)
+                raise InvalidRequest(
+                    f"Invalid policy for team '{team_id}': {message}", param=param, code="invalid_policy"
+                ) from None
+            # In force here when this answers; every other instance within the reload interval.
+            await source.reload()
+            return _json({"team": team_id, "source": "api", "policy": document,
+                          "reload_interval_s": rt.config.stages.policy.reload_interval_s})  # fmt: skip
+        if request.method == "DELETE":
+            if not await source.delete_team(team_id):
+                raise NotFound(
+                    f"Team '{team_id}' has no policy set through the admin API; a policy from the "
+                    "policy file is changed in the file.",
+                    param="team",
+                )
+            await source.reload()
+            now_applies = await team_policy_entry(source, rt.store, team_id)
+            source_now = None if now_applies is None else now_applies["source"]
+            return _json({"team": team_id, "deleted": True, "source": source_now})
+        entry = await team_policy_entry(source, rt.store, team_id)
+        if entry is None:
+            raise NotFound(
+                f"No policy applies to team '{team_id}': it has none and there is no default.", param="team"
+            )
+        return _json(entry)
+
+    async def budgets(request: Request) -> Response:
+        rt = runtime()
+        await _master(rt, request)
+        source = _policy_source(rt)
+        team_filter = request.query_params.get("team") or None
+        team_ids = [t.id for t in await rt.keys.list_teams() if not t.revoked]
+        key_ids: dict[str, list[str]] = {}
+        for record in await rt.keys.list_keys(team_filter):
+            if not record.revoked:
+                key_ids.setdefault(record.team, []).append(record.id)
+        report = await budget_report(
+            source, rt.store, team_ids=team_ids, key_ids=key_ids, now=datetime.now(UTC), team=team_filter
+        )
+        return _json(report)
+
     routes = [
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
@@ -154,6 +216,9 @@ def build_control_app(app: TollgateApp) -> Starlette:
         Route("/admin/keys", keys, methods=["GET", "POST"]),
         Route("/admin/keys/{key_id}", key, methods=["DELETE"]),
         Route("/admin/ledger", ledger, methods=["GET"]),
+        Route("/admin/policies", policies, methods=["GET"]),
+        Route("/admin/policies/{team}", policy, methods=["GET", "PUT", "DELETE"]),
+        Route("/admin/budgets", budgets, methods=["GET"]),
         Route("/v1/spend", spend, methods=["GET"]),
     ]
     return Starlette(
@@ -190,6 +255,15 @@ def _spend_query(params: QueryParams) -> tuple[SpendSummary, str]:
         )
     summary = SpendSummary(group_by=group_by, start=start, end=end, team=params.get("team") or None)
     return summary, output
+
+
+def _policy_source(rt: Runtime) -> PolicySource:
+    stage = next((stage for stage in rt.stages if isinstance(stage, PolicyStage)), None)
+    if stage is None:
+        raise NotFound(
+            "Policies are switched off on this gateway (stages.policy.enabled).", code="policy_disabled"
+        )
+    return stage.source
 
 
 def _auth_stage(rt: Runtime) -> AuthStage | None:

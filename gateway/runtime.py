@@ -57,6 +57,10 @@ class Runtime:
                 store=store, keys=keys, dispatcher=dispatcher, prices=prices, on_alert=telemetry.alert
             )
             stages = build_stages(config, deps)
+            for stage in stages:
+                start = getattr(stage, "start", None)
+                if start is not None:
+                    await start()
             deployments = [dep for entry in config.models.values() for dep in entry.deployments]
             prices.warm(dep.model for dep in deployments if dep.model != "*")
             if any(provider_kind(dep) == "litellm" for dep in deployments):

@@ -1,7 +1,9 @@
-"""The demo's tables: requests, tokens, cost, baseline and savings by team and model, then by stage.
+"""The demo's tables: requests, tokens, cost, baseline and savings by team and model, then by
+stage, then spend against each budget.
 
-The figures are the gateway's own spend report (`GET /v1/spend`, see docs/spend.md): what the
-demo prints is what an operator would get from the admin API for the same traffic.
+The figures are the gateway's own reports (`GET /v1/spend`, docs/spend.md, and
+`GET /admin/budgets`, docs/policies.md): what the demo prints is what an operator would get
+from the admin API, and `tollgate budgets`, for the same traffic.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import orjson
 
 from gateway.accounting.spend import Group, totals
 from gateway.pipeline import CANONICAL_ORDER
+from gateway.stages.policy_report import budgets_table
 
 TEAM_MODEL = ("team", "model")
 STAGE = ("stage",)
@@ -41,6 +44,21 @@ def fetch_spend(base_url: str, master_key: str) -> DemoSpend:
             return data
 
     return DemoSpend(by_team_model=get(TEAM_MODEL), by_stage=get(STAGE))
+
+
+def fetch_budgets(base_url: str, master_key: str) -> dict[str, Any]:
+    """Spend against every budget and rate limit, as `tollgate budgets` gets it."""
+    request = urllib.request.Request(
+        f"{base_url}/admin/budgets", headers={"authorization": f"Bearer {master_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        report: dict[str, Any] = orjson.loads(resp.read())
+        return report
+
+
+def print_budgets(report: Mapping[str, Any]) -> None:
+    print("\nbudgets (tollgate budgets)")
+    print(budgets_table(report), end="")
 
 
 def totals_of(spend: DemoSpend) -> Group:

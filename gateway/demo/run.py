@@ -1,5 +1,9 @@
 """Start the simulated provider and the gateway as real processes, drive the workload with the
 official `openai` SDK, and print what it cost, what it would have cost, and what each stage saved.
+
+Two teams get a policy through the admin API first: marketing a small daily budget that
+blocks (its later requests are refused with 429 `budget_exceeded`, as intended), research a
+budget on gpt-4o that downgrades to gpt-4o-mini once spent (the saving is the policy stage's).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from gateway.demo.report import fetch_spend, print_spend, totals_of
+from gateway.demo.report import fetch_budgets, fetch_spend, print_budgets, print_spend, totals_of
 from gateway.demo.workload import Call, build_workload
 
 _CONFIG = """\
@@ -49,6 +53,16 @@ models:
     deployments:
       - {{provider: sim, model: "*"}}
 """
+
+# Set through `PUT /admin/policies/{team}` (docs/policies.md), as an operator would.
+_GPT_4O_DAILY = {"amount_usd": 0.01, "period": "day", "action": "downgrade", "downgrade_to": "gpt-4o-mini"}
+POLICIES: dict[str, dict[str, Any]] = {
+    "marketing": {"budgets": [{"name": "daily", "amount_usd": 0.005, "period": "day"}]},
+    "research": {
+        "rate_limits": {"requests_per_minute": 600, "concurrent": 20},
+        "per_model": {"gpt-4o": {"budgets": [_GPT_4O_DAILY]}},
+    },
+}
 
 
 def _free_port() -> int:
@@ -86,22 +100,26 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
                     process.wait()
 
 
-def _admin(base: str, key: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def _admin(base: str, key: str, path: str, body: dict[str, Any] | None = None, *, method: str = "") -> Any:
     request = urllib.request.Request(
         base + path,
         data=orjson.dumps(body) if body is not None else None,
-        method="POST" if body is not None else "GET",
+        method=method or ("POST" if body is not None else "GET"),
         headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as resp:
         return orjson.loads(resp.read())
 
 
-async def _drive(base: str, keys: dict[str, str], calls: list[Call], concurrency: int) -> list[str]:
-    from openai import AsyncOpenAI
+async def _drive(
+    base: str, keys: dict[str, str], calls: list[Call], concurrency: int
+) -> tuple[list[str], dict[str, int]]:
+    """Send every call; answers the failures and, per team, the requests a budget refused."""
+    from openai import AsyncOpenAI, RateLimitError
 
     clients = {team: AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=2) for team, key in keys.items()}
     failures: list[str] = []
+    refused: dict[str, int] = {}
     gate = asyncio.Semaphore(concurrency)
 
     async def one(call: Call) -> None:
@@ -116,6 +134,11 @@ async def _drive(base: str, keys: dict[str, str], calls: list[Call], concurrency
                         pass
                 else:
                     await client.chat.completions.create(model=call.model, **call.body)
+            except RateLimitError as err:
+                if err.code != "budget_exceeded":
+                    failures.append(f"{call.label} ({call.model}): {type(err).__name__}: {err}")
+                # What the team's budget is for: the gateway refused before spending anything.
+                refused[call.team] = refused.get(call.team, 0) + 1
             except Exception as err:
                 failures.append(f"{call.label} ({call.model}): {type(err).__name__}: {err}")
 
@@ -124,7 +147,7 @@ async def _drive(base: str, keys: dict[str, str], calls: list[Call], concurrency
     finally:
         for client in clients.values():
             await client.close()
-    return failures
+    return failures, refused
 
 
 def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int:
@@ -147,24 +170,37 @@ def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int
                 _wait_ready(f"{sim_url}/health", sim, "simulated provider")
                 _wait_ready(f"{gw_url}/readyz", gw, "gateway")
                 keys = {}
-                for team in ("support", "research", "analytics"):
+                for team in ("support", "research", "analytics", "marketing"):
                     _admin(gw_url, master, "/admin/teams", {"id": team})
                     keys[team] = _admin(gw_url, master, "/admin/keys", {"team": team, "name": "demo"})["key"]
+                for team, policy in POLICIES.items():
+                    _admin(gw_url, master, f"/admin/policies/{team}", policy, method="PUT")
                 calls = build_workload(requests, seed)
-                print(f"sending {len(calls)} requests from {len(keys)} teams through the gateway ...", flush=True)
-                failures = asyncio.run(_drive(gw_url, keys, calls, concurrency))
-                # What an operator would see: the gateway's own spend report, from its ledger.
+                print(
+                    f"sending {len(calls)} requests from {len(keys)} teams through the gateway "
+                    f"(policies set for {', '.join(POLICIES)}) ...",
+                    flush=True,
+                )
+                failures, refused = asyncio.run(_drive(gw_url, keys, calls, concurrency))
+                # What an operator would see: the gateway's own spend and budget reports.
                 spend = fetch_spend(gw_url, master)
+                budgets = fetch_budgets(gw_url, master)
             except Exception:
                 for log in ("sim.log", "gateway.log"):
                     print(f"--- {log} ---\n{(work / log).read_text()[-3000:]}", file=sys.stderr)
                 raise
         print_spend(spend, elapsed_s=time.perf_counter() - started)
+        print_budgets(budgets)
         if failures:
             print(f"\n{len(failures)} request(s) failed:")
             for line in failures[:10]:
                 print(f"  {line}")
             return 1
         total = totals_of(spend)
-        print(f"\nall {total['requests']} requests answered; ledger total ${Decimal(total['cost_usd']):.6f}")
+        blocked = sum(refused.values())
+        by_team = ", ".join(f"{team} {count}" for team, count in sorted(refused.items())) or "none"
+        print(
+            f"\nall {len(calls)} requests answered: {len(calls) - blocked} served, {blocked} refused by a "
+            f"budget as its policy says ({by_team}); ledger total ${Decimal(total['cost_usd']):.6f}"
+        )
         return 0

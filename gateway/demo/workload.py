@@ -1,8 +1,9 @@
 """A generated, realistic mix of traffic, the same for a given seed.
 
 Teams send what teams send: support chats with growing history, document summaries,
-tool-using agents, classification jobs nobody waits for, and embeddings for search.
-Each later cost stage has traffic here that it can act on.
+tool-using agents, classification jobs nobody waits for, embeddings for search, and
+marketing copy from a team on a small budget. Each later cost stage has traffic here that
+it can act on.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ def build_workload(n: int, seed: int) -> list[Call]:
     rng = random.Random(seed)
     calls: list[Call] = []
     makers = [
-        (0.35, _support_chat),
-        (0.15, _summary),
-        (0.15, _agent_with_tools),
-        (0.20, _classification),
-        (0.15, _embeddings),
+        (0.30, _support_chat),
+        (0.16, _summary),
+        (0.12, _agent_with_tools),
+        (0.17, _classification),
+        (0.12, _embeddings),
+        (0.13, _campaign_copy),
     ]
     weights = [w for w, _ in makers]
     for i in range(n):
@@ -130,6 +132,19 @@ def _classification(rng: random.Random, i: int) -> Call:
         "temperature": 0,
     }
     return Call("analytics", "chat", "claude-haiku-4-5", body, "ticket classification")
+
+
+def _campaign_copy(rng: random.Random, i: int) -> Call:
+    product = rng.choice(_PRODUCTS)
+    body = {
+        "messages": [
+            {"role": "system", "content": "You write short, upbeat release announcements for a B2B SaaS product."},
+            {"role": "user", "content": f"Announce the new {product}. {rng.choice(_SENTENCES)}"},
+        ],
+        "max_tokens": 300,
+        "temperature": 0.9,
+    }
+    return Call("marketing", "chat", "gpt-4o", body, "campaign copy")
 
 
 def _embeddings(rng: random.Random, i: int) -> Call:

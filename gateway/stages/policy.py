@@ -131,7 +131,11 @@ class PolicyStage:
             candidates = self._dispatcher.candidates(model)
         except TollgateError:
             candidates = []
-        prompt = count_prompt(request.endpoint, request.model, request.body)
+        # Each upstream bills the prompt with its own tokenizer, which the alias's name may not imply.
+        prompt = max(
+            count_prompt(request.endpoint, name, request.body)
+            for name in {request.model, *(upstream for upstream, _ in candidates)}
+        )
         output = 0
         if request.endpoint != "embeddings":
             output = (
@@ -233,7 +237,7 @@ class PolicyStage:
         log.warning(
             "policy threshold crossed",
             extra={"event": "policy.threshold", "team": ctx.team, "policy": alert.policy,
-                   "fraction": str(alert.fraction), "usage": alert.usage, "cap": alert.cap, "message": alert.message},
+                   "fraction": str(alert.fraction), "usage": alert.usage, "cap": alert.cap, "alert": alert.message},
         )  # fmt: skip
         if self._on_alert is not None:
             self._on_alert(ctx, alert)
@@ -256,6 +260,10 @@ class PolicyStage:
                     log.warning("alert webhook refused", extra={"url": url, "status": resp.status})
         except (aiohttp.ClientError, TimeoutError) as err:
             log.warning("alert webhook failed", extra={"url": url, "error": str(err)})
+
+    async def start(self) -> None:
+        """Load the policies before the first request, so none is admitted unchecked."""
+        await self.source.reload()
 
     async def aclose(self) -> None:
         """Let settlements in flight finish, so no reservation is left charged at its worst case."""

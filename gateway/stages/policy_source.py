@@ -49,7 +49,7 @@ class PolicySource:
         return self._policies
 
     async def reload(self) -> Policies:
-        self._checked_at = time.monotonic()
+        started = time.monotonic()
         changed = self._read_file()
         try:
             overrides = {
@@ -69,6 +69,8 @@ class PolicySource:
                 log.info("policies loaded", extra={"teams": sorted(self._policies.teams)})
             except PolicyError as err:
                 log.error("policies do not load; keeping the last good ones", extra={"error": str(err)})
+        # Stamped once loaded: until then, requests wait on the lock rather than pass unchecked.
+        self._checked_at = started
         return self._policies
 
     def _read_file(self) -> bool:

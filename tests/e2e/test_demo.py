@@ -1,4 +1,9 @@
-"""`tollgate demo`: starts its own simulated provider and gateway, drives a workload, prints costs."""
+"""`tollgate demo`: starts its own simulated provider and gateway, drives a workload, prints costs.
+
+Two teams get a policy through the admin API: marketing's small budget blocks some of its
+requests (expected refusals, not failures), research's gpt-4o budget downgrades the rest of
+its summaries to gpt-4o-mini (a saving of the policy stage).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 COLUMNS = ["team", "model", "reqs", "prompt tok", "compl tok", "cached", "cost", "baseline", "saved"]
-STAGES = ["exact_cache", "semantic_cache", "route", "defer"]
+STAGES = ["policy", "exact_cache", "semantic_cache", "route", "defer"]
+BUDGET_COLUMNS = ["team", "policy", "window", "spent", "limit", "%", "resets at"]
 
 
 def _money(text: str) -> Decimal:
@@ -43,10 +49,33 @@ def test_demo_prints_the_cost_table() -> None:
     assert cost > 0
     # Each figure is rounded to the micro-dollar on its own.
     assert abs(saved - (baseline - cost)) <= Decimal("0.000002")
-    assert {row[0] for row in groups} == {"support", "research", "analytics"}
+    assert {row[0] for row in groups} == {"support", "research", "analytics", "marketing"}
 
     section = lines.index("savings by stage")
     stage_lines = dict(line.split() for line in lines[section + 1 :] if re.match(r"^\s+\w+\s+\$", line))
     assert set(STAGES) <= set(stage_lines), stage_lines
     assert all(_money(value) >= 0 for value in stage_lines.values())
-    assert "all 40 requests answered" in done.stdout
+    # Research's summaries went on gpt-4o-mini once its gpt-4o budget was spent.
+    assert _money(stage_lines["policy"]) > 0
+
+    budgets = lines.index("budgets (tollgate budgets)")
+    header = lines[budgets + 1]
+    positions = [header.find(column) for column in BUDGET_COLUMNS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), header
+    rows = {
+        line.split()[1]: line.split()
+        for line in lines[budgets + 3 :]
+        if line.startswith(("marketing", "research"))
+    }
+    assert {"team:marketing/budget:daily", "team:research/model:gpt-4o/budget:daily"} <= set(rows), rows
+    spent, limit = (
+        _money(rows["team:marketing/budget:daily"][3]),
+        _money(rows["team:marketing/budget:daily"][4]),
+    )
+    assert 0 < spent <= limit == Decimal("0.005")
+
+    summary = re.search(r"all 40 requests answered: (\d+) served, (\d+) refused by a budget", done.stdout)
+    assert summary, done.stdout[-2000:]
+    served, refused = int(summary[1]), int(summary[2])
+    assert served + refused == 40 and refused > 0
+    assert "failed" not in done.stdout

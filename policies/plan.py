@@ -230,7 +230,7 @@ def _limit(
         qualifier=scope.qualifier,
         description=description,
         window=window,
-        buckets=tuple(f"policy:{name}/{bucket}" for bucket in span.buckets),
+        buckets=tuple(f"policy:{name}/{bucket}" for bucket in (*span.buckets, *span.ahead)),
         charge_key=f"policy:{name}/{span.charge}",
         amount=amount,
         limit=cap if enforced else None,

@@ -52,6 +52,10 @@ class Span:
     resets_at: datetime | None
     # Expiry to give the charged bucket when the store creates it; None: never expires.
     ttl_s: int | None
+    # Buckets after the charged one that are summed too: a request stamped just before a
+    # boundary may reserve after others stamped just past it (or on an instance whose
+    # clock runs ahead), and must see their charges.
+    ahead: tuple[str, ...] = ()
 
     @property
     def charge(self) -> str:
@@ -152,4 +156,5 @@ def rolling_span(size_s: int, count: int, now: datetime) -> Span:
         buckets=buckets,
         resets_at=EPOCH + (newest + 1) * size,
         ttl_s=_ttl(EPOCH + (newest + count) * size, now),
+        ahead=(f"{tag}@{stamp(EPOCH + (newest + 1) * size)}",),
     )

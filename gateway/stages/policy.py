@@ -215,11 +215,13 @@ class PolicyStage:
         leases = [(lease.key, lease.holder) for lease in held.plan.leases]
         for attempt in range(_SETTLE_RETRIES):
             try:
-                if charges:
-                    await self._store.adjust(charges)
-                    charges = []
+                # The slot first: a client that sends its next request as soon as this one
+                # answers must find it free.
                 if leases:
                     await self._store.release(leases)
+                    leases = []
+                if charges:
+                    await self._store.adjust(charges)
                 return
             except Exception as err:
                 log.warning(

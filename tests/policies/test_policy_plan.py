@@ -94,7 +94,8 @@ def test_team_key_user_and_model_scopes_all_apply_together() -> None:
     assert by_name["team:research/key:key_abc/budget:daily"].charge_key == (
         "policy:team:research/key:key_abc/budget:daily/1h@20261121T140000Z"
     )
-    assert len(by_name["team:research/key:key_abc/budget:daily"].buckets) == 24
+    # 24 hourly buckets, and the next one (charges stamped just past the boundary)
+    assert len(by_name["team:research/key:key_abc/budget:daily"].buckets) == 25
     assert by_name["team:research/budget:lifetime"].limit is None  # alert_only counts, never refuses
     assert by_name["team:research/rate:requests_per_minute"].amount == 1
     assert by_name["team:research/rate:tokens_per_minute"].amount == 1000

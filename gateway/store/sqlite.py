@@ -410,7 +410,21 @@ def _prepare(path: str) -> None:
                 f"sqlite store at {path} has schema version {version}; this build understands up to {SCHEMA_VERSION}"
             )
         # WAL is a property of the file: readers proceed during a write, from any process.
-        raw.execute("PRAGMA journal_mode = WAL")
+        _set_wal(raw)
         raw.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
     finally:
         raw.close()
+
+
+def _set_wal(raw: sqlite3.Connection) -> None:
+    """Switch the file to WAL. Two processes opening a new file at once can both ask; the
+    switch takes an exclusive lock that SQLite's busy timeout does not wait for, so wait here."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            raw.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

@@ -7,6 +7,11 @@ leaks; the table shows RSS at each sample and the last line sums it up.
 
     python3 ../shared/bench/gateway_overhead.py --install     # once: wrk, go, the mock
     .venv/bin/python bench/soak_memory.py --minutes 3
+    .venv/bin/python bench/soak_memory.py --minutes 3 --trace  # + spans over OTLP/HTTP
+
+The ledger spool is on (the default with a SQLite store), and so are Prometheus metrics.
+`--trace` also exports every request's spans (BatchSpanProcessor, OTLP/HTTP) to
+bench/otlp_sink.py, a real receiver started beside the mock.
 
 Everything runs on 127.0.0.1 and stops by itself.
 """
@@ -70,6 +75,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--conc", type=int, default=32)
     ap.add_argument("--phase-s", type=int, default=15, help="seconds per wrk phase (alternating modes)")
+    ap.add_argument("--trace", action="store_true", help="export spans over OTLP/HTTP to bench/otlp_sink.py")
     args = ap.parse_args()
     mock_bin, lua = WORK / "bin" / "mock_upstream", SHARED_BENCH / "wrk_post.lua"
     if not mock_bin.exists():
@@ -87,9 +93,17 @@ def main() -> int:
     try:
         procs.append(subprocess.Popen([str(mock_bin), "-addr", f"127.0.0.1:{mock_port}", "-chunks", "20"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        env = {**os.environ, "TOLLGATE_MASTER_KEY": master}
+        sink_port = _port()
+        if args.trace:
+            procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "otlp_sink.py"), "--port", str(sink_port)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+            _wait(f"http://127.0.0.1:{sink_port}/stats")
+            env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink_port}"}  # fmt: skip
         gateway = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "tollgate"), "serve", "--config", str(config), "--port", str(gw_port)],
-            env={**os.environ, "TOLLGATE_MASTER_KEY": master}, stdout=subprocess.DEVNULL,
+            env=env, stdout=subprocess.DEVNULL,
             stderr=open(tmp / "gateway.log", "wb"), start_new_session=True,
         )  # fmt: skip
         procs.append(gateway)
@@ -125,14 +139,19 @@ def main() -> int:
         quarter = max(1, len(samples) // 4)
         early, late = sum(samples[:quarter]) / quarter, sum(samples[-quarter:]) / quarter
         rss, hwm = _rss_kb(gateway.pid)
+        spool = tmp / "soak.db-spool"
+        extra = f" spool_kb={sum(f.stat().st_size for f in spool.glob('*')) / 1024:.0f}" if spool.is_dir() else ""
+        if args.trace:
+            with urllib.request.urlopen(f"http://127.0.0.1:{sink_port}/stats", timeout=5) as resp:
+                extra += f" spans_received={json.loads(resp.read())['spans']}"
         print(f"\nRESULT requests={total} start_rss_mb={start_rss / 1024:.1f} end_rss_mb={rss / 1024:.1f} "
-              f"peak_rss_mb={hwm / 1024:.1f} growth_first_to_last_quarter_mb={(late - early) / 1024:.1f}")  # fmt: skip
+              f"peak_rss_mb={hwm / 1024:.1f} growth_first_to_last_quarter_mb={(late - early) / 1024:.1f}{extra}")  # fmt: skip
         return 0
     finally:
-        for proc in procs:
+        # The gateway first (started last), so its last spans still reach the receiver.
+        for proc in reversed(procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

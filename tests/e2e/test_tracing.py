@@ -175,9 +175,8 @@ def test_metrics_count_tokens_and_cost_per_team(gw: InProcGateway) -> None:
     assert status == 200 and headers["content-type"].startswith("text/plain")
     text = text.decode() if isinstance(text, bytes) else str(text)
     team = {"tollgate_team": "metered"}
-    assert _metric(text, "tollgate_tokens_total", gen_ai_token_type="input", **team) == usage_total[0]
-    assert _metric(text, "tollgate_tokens_total", gen_ai_token_type="output", **team) == usage_total[1]
-    assert _metric(text, "tollgate_cost_usd_total", **team) == pytest.approx(float(cost), rel=1e-9)
-    assert _metric(text, "tollgate_requests_total", tollgate_outcome="ok", **team) == 3
+    assert _metric(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="input", **team) == usage_total[0]
+    assert _metric(text, "gen_ai_client_token_usage_sum", gen_ai_token_type="output", **team) == usage_total[1]
     assert _metric(text, "gen_ai_client_token_usage_count", gen_ai_token_type="input", **team) == 3
-    assert _metric(text, "gen_ai_client_operation_duration_seconds_count", **team) == 3
+    assert _metric(text, "tollgate_cost_usd_total", **team) == pytest.approx(float(cost), rel=1e-9)
+    assert _metric(text, "gen_ai_client_operation_duration_seconds_count", tollgate_outcome="ok", **team) == 3

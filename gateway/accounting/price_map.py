@@ -65,16 +65,16 @@ def _cost_map() -> Mapping[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _entries(model: str) -> list[Mapping[str, Any]]:
+    """The map's entries for `model`: the name as given, then without its prefix (`sim/`, `openai/`)."""
+    cost_map = _cost_map()
+    names = [model, model.split("/", 1)[1]] if "/" in model else [model]
+    return [entry for name in names if name != "sample_spec" and isinstance(entry := cost_map.get(name), Mapping)]
+
+
 def price_per_token(model: str) -> PriceEntry | None:
     """List price of `model` from litellm's bundled map; the name as given, then without its prefix."""
-    cost_map = _cost_map()
-    names = [model]
-    if "/" in model:
-        names.append(model.split("/", 1)[1])
-    for name in names:
-        entry = cost_map.get(name)
-        if not isinstance(entry, Mapping) or name == "sample_spec":
-            continue
+    for entry in _entries(model):
         input_cost = _decimal(entry.get("input_cost_per_token"))
         output_cost = _decimal(entry.get("output_cost_per_token"))
         if input_cost is None:
@@ -93,15 +93,9 @@ def price_per_token(model: str) -> PriceEntry | None:
 
 
 def max_output_tokens(model: str) -> int | None:
-    """The most tokens `model` can answer with, per litellm's map (a `sim/` or provider prefix ignored)."""
-    cost_map = _cost_map()
-    names = [model]
-    if "/" in model:
-        names.append(model.split("/", 1)[1])
-    for name in names:
-        entry = cost_map.get(name)
-        if isinstance(entry, Mapping) and name != "sample_spec":
-            value = entry.get("max_output_tokens") or entry.get("max_tokens")
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
+    """The most tokens `model` can answer with, per litellm's map."""
+    for entry in _entries(model):
+        value = entry.get("max_output_tokens") or entry.get("max_tokens")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
     return None

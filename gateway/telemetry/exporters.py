@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -34,71 +35,57 @@ def _protocol(env: Mapping[str, str], signal: str) -> str:
     return protocol
 
 
+# What each signal's OTEL_*_EXPORTER may name, as "module:class" per exporter and protocol;
+# imported only when chosen. `prometheus` builds nothing here: it is the /metrics route.
+_FACTORIES: dict[str, dict[str, str | None]] = {
+    "TRACES": {
+        "console": "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
+        "otlp/grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+        "otlp/http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+    },
+    "METRICS": {
+        "console": "opentelemetry.sdk.metrics.export:ConsoleMetricExporter",
+        "otlp/grpc": "opentelemetry.exporter.otlp.proto.grpc.metric_exporter:OTLPMetricExporter",
+        "otlp/http/protobuf": "opentelemetry.exporter.otlp.proto.http.metric_exporter:OTLPMetricExporter",
+        "prometheus": None,
+    },
+}
+
+
+def _chosen(env: Mapping[str, str], signal: str) -> list[str | None]:
+    """The exporters the variables name for one signal, checked; raises TelemetryError."""
+    table = _FACTORIES[signal]
+    chosen: list[str | None] = []
+    for name in _names(env, f"OTEL_{signal}_EXPORTER", signal):
+        key = f"otlp/{_protocol(env, signal)}" if name == "otlp" else name
+        if key not in table:
+            allowed = sorted({k.split("/")[0] for k in table})
+            raise TelemetryError(
+                f"OTEL_{signal}_EXPORTER: unknown exporter {name!r}; use {', '.join(allowed)} or none"
+            )
+        chosen.append(table[key])
+    return chosen
+
+
+def _build(env: Mapping[str, str], signal: str) -> list[Any]:
+    exporters = []
+    for path in _chosen(env, signal):
+        if path is not None:
+            module, _, name = path.partition(":")
+            exporters.append(getattr(importlib.import_module(module), name)())
+    return exporters
+
+
 def check_env(environ: Mapping[str, str] | None = None) -> None:
     """Raise TelemetryError naming the OTEL_* variable the gateway could not honour."""
     env = os.environ if environ is None else environ
-    known = {"TRACES": ("otlp", "console"), "METRICS": ("otlp", "console", "prometheus")}
-    for signal, allowed in known.items():
-        for name in _names(env, f"OTEL_{signal}_EXPORTER", signal):
-            if name not in allowed:
-                raise TelemetryError(
-                    f"OTEL_{signal}_EXPORTER: unknown exporter {name!r}; use {', '.join(allowed)} or none"
-                )
-            if name == "otlp":
-                _protocol(env, signal)
+    for signal in _FACTORIES:
+        _chosen(env, signal)
 
 
 def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
-    exporters: list[SpanExporter] = []
-    for name in _names(env, "OTEL_TRACES_EXPORTER", "TRACES"):
-        if name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-            exporters.append(ConsoleSpanExporter())
-        elif name == "otlp":
-            if _protocol(env, "TRACES") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                    OTLPSpanExporter as GrpcSpans,
-                )
-
-                exporters.append(GrpcSpans())
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter as HttpSpans,
-                )
-
-                exporters.append(HttpSpans())
-        else:
-            raise TelemetryError(
-                f"OTEL_TRACES_EXPORTER: unknown exporter {name!r}; use otlp, console or none"
-            )
-    return exporters
+    return _build(env, "TRACES")
 
 
 def _metric_exporters(env: Mapping[str, str]) -> list[Any]:
-    exporters: list[Any] = []
-    for name in _names(env, "OTEL_METRICS_EXPORTER", "METRICS"):
-        if name == "prometheus":
-            continue  # always served at /metrics when telemetry.prometheus is on
-        if name == "console":
-            from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-
-            exporters.append(ConsoleMetricExporter())
-        elif name == "otlp":
-            if _protocol(env, "METRICS") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                    OTLPMetricExporter as GrpcMetrics,
-                )
-
-                exporters.append(GrpcMetrics())
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                    OTLPMetricExporter as HttpMetrics,
-                )
-
-                exporters.append(HttpMetrics())
-        else:
-            raise TelemetryError(
-                f"OTEL_METRICS_EXPORTER: unknown exporter {name!r}; use otlp, console, prometheus or none"
-            )
-    return exporters
+    return _build(env, "METRICS")

@@ -115,11 +115,9 @@ def _primary(dispatcher: Dispatcher) -> Callable[[str], tuple[str, Price | None]
 
     def primary(model: str) -> tuple[str, Price | None] | None:
         try:
-            target = dispatcher.resolve(model)
+            upstream, deployment = dispatcher.candidates(model)[0]
         except TollgateError:
             return None
-        deployment = target.entry.deployments[0]
-        upstream = (target.wildcard_rest or model) if deployment.model == "*" else deployment.model
         own = deployment.effective_price()
         return upstream, None if own is None else Price.from_override(own)
 

@@ -238,8 +238,8 @@ class TollgateApp:
                 disconnected.cancel()
             with contextlib.suppress(Exception):
                 await response.stream.aclose()
-        if outcome == "ok" and ctx.records and ctx.deployment is None:
-            outcome = "short_circuit"
+        if outcome == "ok":
+            outcome = _outcome(ctx, response)
         report = _settle_quietly(runtime, ctx, response, status=200, outcome=outcome, error_type=error_type)
         tail = done
         if report is not None and outcome != "disconnected":
@@ -248,6 +248,7 @@ class TollgateApp:
 
 
 def _outcome(ctx: RequestContext, response: ProviderResponse) -> Outcome:
+    """How an answered request ended: a stage's own answer when no deployment served it."""
     if response.status == 202:
         return "deferred"
     if ctx.deployment is None:

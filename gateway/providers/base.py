@@ -171,17 +171,24 @@ class SSEStream:
         seen = self.seen
         try:
             async for data in self._source:
-                # Chunks say `"usage":null` until the last one: look only for a usage object.
-                if b'"usage":{' in data or b'"usage": {' in data:
-                    data = self.take_usage(data)
+                if b'"usage"' in data:
+                    data = self.watch_usage(data)
                     if not data:
                         continue
-                if not self._include_usage and b'"usage":null' in data:
-                    data = strip_null_usage(data)
                 seen.append(data)
                 yield data
         finally:
             await self.aclose()
+
+    def watch_usage(self, data: bytes) -> bytes:
+        """Events that mention usage: record a usage object, and give the client only the
+        usage it asked for (the usage-only chunk and the `"usage":null` fields go)."""
+        # Chunks say `"usage":null` until the last one: only a usage object is parsed.
+        if b'"usage":{' in data or b'"usage": {' in data:
+            data = self.take_usage(data)
+        if data and not self._include_usage and b'"usage":null' in data:
+            data = strip_null_usage(data)
+        return data
 
     def take_usage(self, data: bytes) -> bytes:
         """Record the usage these events carry; drop the usage-only chunk if the client did not ask."""

@@ -28,7 +28,6 @@ from gateway.providers.base import (
     ProviderResponse,
     SSEStream,
     retry_after_seconds,
-    strip_null_usage,
 )
 from gateway.wire.cache_control import without_cache_control
 
@@ -199,7 +198,6 @@ class UpstreamStream(SSEStream):
     async def _iterate(self) -> AsyncIterator[bytes]:
         where = self._where
         seen = self.seen
-        include_usage = self._include_usage
         buffer = b""
         done = False
         try:
@@ -219,12 +217,10 @@ class UpstreamStream(SSEStream):
                     closed += ready.count(b"[DONE]\n\n")
                 if closed != events:
                     _check_events(ready, where)
-                if b'"usage":{' in ready or b'"usage": {' in ready:
-                    ready = self.take_usage(ready)
+                if b'"usage"' in ready:
+                    ready = self.watch_usage(ready)
                     if not ready:
                         continue
-                if not include_usage and b'"usage":null' in ready:
-                    ready = strip_null_usage(ready)
                 seen.append(ready)
                 yield ready
         except TimeoutError:

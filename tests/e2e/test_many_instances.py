@@ -6,7 +6,6 @@ effect on the other at its next request.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from tests.support.procs import Proc, admin, http, run_gateway
+from tests.support.procs import Proc, admin, http, ledger, ledger_with, run_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -66,21 +65,6 @@ def _refused(gw: Proc, key: str) -> bool:
     return False
 
 
-def _ledger(gw: Proc) -> dict[str, dict[str, Any]]:
-    return {row["request_id"]: row for row in admin(gw, "GET", "/admin/ledger")["data"]}
-
-
-def _ledger_with(gw: Proc, request_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = _ledger(gw)
-        missing = set(request_ids) - set(rows)
-        if not missing:
-            return rows
-        assert time.monotonic() < deadline, f"{gw.url} never saw the ledger rows {sorted(missing)}"
-        time.sleep(0.05)
-
-
 def test_both_instances_run_on_redis(pair: tuple[Proc, Proc]) -> None:
     for gw in pair:
         status, _, body = http("GET", gw.url + "/readyz")
@@ -95,7 +79,7 @@ def test_a_key_created_on_one_instance_works_on_the_other(pair: tuple[Proc, Proc
     assert team in {t["id"] for t in admin(b, "GET", "/admin/teams")["data"]}
     assert [k["id"] for k in admin(b, "GET", f"/admin/keys?team={team}")["data"]] == [made["id"]]
     request_id = _chat(b, made["key"])
-    assert _ledger(b)[request_id]["team"] == team
+    assert ledger(b)[request_id]["team"] == team
 
 
 def test_revoking_on_one_instance_stops_the_key_on_the_other(pair: tuple[Proc, Proc]) -> None:
@@ -129,7 +113,7 @@ def test_ledger_rows_from_both_instances_are_visible_from_either(pair: tuple[Pro
         request_ids = list(pool.map(lambda gw: _chat(gw, made["key"]), targets))
 
     # Each instance writes its rows off the response path: the other sees them moments later.
-    seen_a, seen_b = _ledger_with(a, request_ids), _ledger_with(b, request_ids)
+    seen_a, seen_b = ledger_with(a, request_ids), ledger_with(b, request_ids)
     assert set(seen_a) == set(seen_b)
     rows = [seen_a[request_id] for request_id in request_ids]
     assert {row["team"] for row in rows} == {team}

@@ -26,7 +26,6 @@ from openai import OpenAI
 from policies import Estimate, Facts, State, decide, load_policies, plan, reserve, usd_to_nano
 from tests.support.policy import (
     DOLLAR_A_TOKEN,
-    ledger_with,
     new_team_key,
     next_utc_midnights,
     policy_gateway,
@@ -34,7 +33,7 @@ from tests.support.policy import (
     usd,
     write_policy,
 )
-from tests.support.procs import Proc, free_port
+from tests.support.procs import Proc, free_port, ledger_with
 
 pytestmark = pytest.mark.e2e
 

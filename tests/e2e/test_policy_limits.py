@@ -30,14 +30,13 @@ from tests.support.policy import (
     Result,
     async_clients,
     clear_of_bucket_boundary,
-    ledger_with,
     new_team_key,
     prompt_tokens,
     refused,
     start_gateway,
     write_policy,
 )
-from tests.support.procs import Proc
+from tests.support.procs import Proc, ledger_with
 
 pytestmark = pytest.mark.e2e
 

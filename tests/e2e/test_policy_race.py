@@ -27,14 +27,13 @@ from policies import cap_to_nano, usd_to_nano
 from tests.support.policy import (
     Result,
     async_clients,
-    ledger_with,
     new_team_key,
     prompt_tokens,
     refused,
     start_gateway,
     write_policy,
 )
-from tests.support.procs import Proc
+from tests.support.procs import Proc, ledger_with
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,9 @@ class InProcGateway:
         return f"{self.url}/v1"
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
-        status, _, parsed = http(method, self.url + path, body=body, headers={"authorization": f"Bearer {MASTER_KEY}"})
+        status, _, parsed = http(
+            method, self.url + path, body=body, headers={"authorization": f"Bearer {MASTER_KEY}"}
+        )
         assert status < 300, (status, parsed)
         return parsed
 
@@ -47,12 +49,20 @@ class InProcGateway:
         return rows[0]
 
     def root_span(self, request_id: str) -> ReadableSpan:
-        roots = [s for s in self.spans.get_finished_spans() if (s.attributes or {}).get("tollgate.request_id") == request_id]
+        roots = [
+            s
+            for s in self.spans.get_finished_spans()
+            if (s.attributes or {}).get("tollgate.request_id") == request_id
+        ]
         assert len(roots) == 1, f"{len(roots)} root spans for {request_id}"
         return roots[0]
 
     def children(self, span: ReadableSpan) -> list[ReadableSpan]:
-        return [s for s in self.spans.get_finished_spans() if s.parent is not None and s.parent.span_id == span.context.span_id]
+        return [
+            s
+            for s in self.spans.get_finished_spans()
+            if s.parent is not None and s.parent.span_id == span.context.span_id
+        ]
 
 
 @contextlib.contextmanager

@@ -81,30 +81,6 @@ def new_team_key(gw: Proc, team: str) -> tuple[str, str]:
     return str(made["key"]), str(made["id"])
 
 
-def ledger(gw: Proc) -> dict[str, dict[str, Any]]:
-    """Every ledger row, by request id (paged, however long the ledger)."""
-    rows: dict[str, dict[str, Any]] = {}
-    after = 0
-    while True:
-        page = admin(gw, "GET", f"/admin/ledger?after={after}&limit=5000")["data"]
-        rows.update({row["request_id"]: row for row in page})
-        if len(page) < 5000:
-            return rows
-        after = page[-1]["seq"]
-
-
-def ledger_with(gw: Proc, request_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
-    """The ledger once it holds every one of `request_ids` (rows are written off the response path)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = ledger(gw)
-        missing = set(request_ids) - set(rows)
-        if not missing:
-            return rows
-        assert time.monotonic() < deadline, f"the ledger never got {len(missing)} rows: {sorted(missing)[:5]}"
-        time.sleep(0.05)
-
-
 def prompt_tokens(model: str, messages: list[Any]) -> int:
     """The prompt tokens the policy stage counts for a chat request on `model`."""
     return count_prompt("chat", model, {"model": model, "messages": messages})

@@ -108,7 +108,9 @@ def http(method: str, url: str, *, body: Any = None, raw: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:  # fmt: skip
     """A plain HTTP call, for what an SDK would hide: exact status, headers and body."""
     data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as resp:
             payload = resp.read()
@@ -123,7 +125,9 @@ def http(method: str, url: str, *, body: Any = None, raw: bytes | None = None,
 
 
 def admin(gw: Proc, method: str, path: str, body: Any = None) -> Any:
-    status, _, parsed = http(method, gw.url + path, body=body, headers={"authorization": f"Bearer {gw.master_key}"})
+    status, _, parsed = http(
+        method, gw.url + path, body=body, headers={"authorization": f"Bearer {gw.master_key}"}
+    )
     assert status < 300, (status, parsed)
     return parsed
 
@@ -133,3 +137,27 @@ def team_key(gw: Proc, team: str) -> str:
     if team not in teams:
         admin(gw, "POST", "/admin/teams", {"id": team})
     return str(admin(gw, "POST", "/admin/keys", {"team": team, "name": "test"})["key"])
+
+
+def ledger(gw: Proc) -> dict[str, dict[str, Any]]:
+    """Every ledger row, by request id (paged, however long the ledger)."""
+    rows: dict[str, dict[str, Any]] = {}
+    after = 0
+    while True:
+        page = admin(gw, "GET", f"/admin/ledger?after={after}&limit=5000")["data"]
+        rows.update({row["request_id"]: row for row in page})
+        if len(page) < 5000:
+            return rows
+        after = page[-1]["seq"]
+
+
+def ledger_with(gw: Proc, request_ids: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, Any]]:
+    """The ledger once it holds every one of `request_ids` (rows are written off the response path)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = ledger(gw)
+        missing = set(request_ids) - set(rows)
+        if not missing:
+            return rows
+        assert time.monotonic() < deadline, f"the ledger never got {len(missing)} rows: {sorted(missing)[:5]}"
+        time.sleep(0.05)

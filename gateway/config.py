@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from policies.loading import describe_validation_error
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 # Providers reached over the OpenAI wire format directly (the fast path) and their default base URL.
@@ -273,25 +275,9 @@ def interpolate_env(text: str, environ: dict[str, str] | None = None) -> str:
     return result
 
 
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
 def format_validation_error(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        loc = _dotted(tuple(p for p in e["loc"]))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "\n".join(lines)
+    # The same dotted paths as policy files: a key with dots or slashes (`sim/*`) is quoted.
+    return describe_validation_error(err)
 
 
 def parse_config(data: Any) -> Config:

@@ -34,7 +34,8 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(err: ValidationError) -> str:
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per error, each naming its dotted path (`teams.research.budgets[0].period: ...`)."""
     lines = []
     for error in err.errors():
         loc = _dotted(tuple(error["loc"]))
@@ -50,7 +51,7 @@ def load_policies(data: Mapping[str, Any] | None) -> Policies:
     try:
         return Policies.model_validate(dict(data) if data is not None else {})
     except ValidationError as err:
-        raise PolicyError(_describe(err)) from None
+        raise PolicyError(describe_validation_error(err)) from None
 
 
 def policies_from_file(path: str | Path) -> Policies:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -192,9 +192,7 @@ class PolicyStage:
         return decide(planned, Outcome(admitted=reservation.admitted, failed=reservation.failed, usage=usage))
 
     def _settle_later(self, held: _Held, report: Any) -> None:
-        task = asyncio.get_running_loop().create_task(self._settle(held, report))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._spawn(self._settle(held, report))
 
     async def _settle(self, held: _Held, report: Any) -> None:
         """True the reservation up to what the request really cost and used."""
@@ -247,9 +245,13 @@ class PolicyStage:
             payload = {"event": "policy.threshold", "team": ctx.team, "policy": alert.policy, "kind": alert.kind,
                        "fraction": float(alert.fraction), "usage": alert.usage, "cap": alert.cap,
                        "message": alert.message, "request_id": ctx.request_id}  # fmt: skip
-            task = asyncio.get_running_loop().create_task(self._post(self._config.alert_webhook, payload))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._spawn(self._post(self._config.alert_webhook, payload))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run off the response path, held until done so `aclose` can wait for it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> None:
         if self._session is None:

@@ -85,6 +85,9 @@ class RequestContext:
     # The application's own end user (a header, else the body's `user`), for per-user budgets.
     end_user: str | None = None
     principal: Principal | None = None
+    # This team's settings for each stage (stage name -> settings), from its policy; a stage
+    # reads its own entry and validates it. Empty when the team has no policy.
+    stage_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     records: list[StageRecord] = field(default_factory=list)
     # Headers added to the client's response (x-tollgate-*).
     response_headers: dict[str, str] = field(default_factory=dict)

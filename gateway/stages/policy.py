@@ -86,8 +86,11 @@ class PolicyStage:
 
     async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
         policies = await self.source.current()
-        if policies.for_team(ctx.team) is None:
+        team_policy = policies.for_team(ctx.team)
+        if team_policy is None:
             return await call_next(ctx)
+        if team_policy.stages:
+            ctx.stage_settings = team_policy.stages
         facts = Facts(
             team=ctx.team,
             model=ctx.request.model,

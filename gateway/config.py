@@ -220,9 +220,23 @@ class PolicyStageConfig(_Strict):
     default_max_output_tokens: int = Field(default=4096, gt=0)
 
 
+class ExactCacheStageConfig(_Strict):
+    """Answers a repeated request from the store (docs/caching.md); a team's policy may
+    override `enabled`, `ttl_s`, `max_bytes` and `cache_nondeterministic` under
+    `stages.exact_cache`."""
+
+    enabled: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0)
+    # Per team: past it the oldest entries are evicted.
+    max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Also cache requests that sample (no temperature 0, no seed): a repeat gets the first answer.
+    cache_nondeterministic: bool = False
+
+
 class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
     policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
+    exact_cache: ExactCacheStageConfig = Field(default_factory=ExactCacheStageConfig)
 
 
 class Config(_Strict):

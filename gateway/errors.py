@@ -142,6 +142,20 @@ class ServiceUnavailable(TollgateError):
     anthropic_type = "overloaded_error"
 
 
+class CacheMiss(TollgateError):
+    """`only-if-cached` was asked and nothing is cached: 504, as HTTP caches answer it
+    (RFC 9111); `x-should-retry: false`, since asking again finds the same nothing."""
+
+    status = 504
+    type = "invalid_request_error"
+    code = "cache_miss"
+    anthropic_type = "invalid_request_error"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("x-should-retry", "false")
+
+
 class UpstreamError(TollgateError):
     """The provider answered with an error: 502, carrying the provider's own message."""
 

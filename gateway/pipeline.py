@@ -80,6 +80,9 @@ class RequestContext:
     wire: Wire = "openai"
     # Client headers passed upstream (simulator fault switches, trace context ...).
     client_headers: dict[str, str] = field(default_factory=dict)
+    # The few client request headers stages read (`cache-control`, `x-tollgate-cache`), by
+    # lower-case name.
+    request_headers: Mapping[str, str] = field(default_factory=dict)
     # The credential the client presented (Bearer or x-api-key); only the auth stage reads it.
     api_key: str | None = None
     # The application's own end user (a header, else the body's `user`), for per-user budgets.

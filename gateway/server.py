@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.accounting.costing import CostReport, Outcome
+from gateway.cache.controls import REQUEST_HEADERS
 from gateway.config import Config
 from gateway.control import build_control_app
 from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
@@ -58,6 +59,8 @@ _SSE = [
 _FORWARDED_PREFIXES = (b"x-sim-",)
 # W3C trace context: continued by our span when tracing, else passed upstream untouched.
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
+# Request headers kept for stages: the cache controls.
+_STAGE_HEADERS = frozenset(name.encode() for name in REQUEST_HEADERS)
 _WATCH_DISCONNECT_AFTER_S = 0.05
 
 
@@ -118,7 +121,9 @@ class TollgateApp:
                     headers={"allow": "POST"},
                 )
             assert runtime is not None, "the lifespan has not started the gateway"
-            api_key, client_headers, length, end_user = _read_headers(scope["headers"], self._user_header)
+            api_key, client_headers, length, end_user, stage_headers = _read_headers(
+                scope["headers"], self._user_header
+            )
             raw = await _read_body(receive, length, self._max_body)
             body = parse_body(raw)
             if wire == "anthropic":
@@ -134,6 +139,8 @@ class TollgateApp:
                 api_key=api_key,
                 end_user=end_user or _body_user(request),
             )
+            if stage_headers is not None:
+                ctx.request_headers = stage_headers
             runtime.telemetry.start(ctx)
             response = await runtime.chain(ctx)
         except Exception as exc:
@@ -285,11 +292,12 @@ def _as_tollgate_error(exc: Exception, request_id: str) -> TollgateError:
 
 def _read_headers(
     headers: list[tuple[bytes, bytes]], user_header: bytes
-) -> tuple[str | None, dict[str, str], int | None, str | None]:
+) -> tuple[str | None, dict[str, str], int | None, str | None, dict[str, str] | None]:
     api_key: str | None = None
     forwarded: dict[str, str] = {}
     length: int | None = None
     user: str | None = None
+    for_stages: dict[str, str] | None = None
     for name, value in headers:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
@@ -302,9 +310,13 @@ def _read_headers(
                 length = int(value)
         elif name.startswith(_FORWARDED_PREFIXES) or name in _TRACE_HEADERS:
             forwarded[name.decode("latin-1")] = value.decode("latin-1")
+        elif name in _STAGE_HEADERS:
+            if for_stages is None:
+                for_stages = {}
+            for_stages[name.decode("latin-1")] = value.decode("latin-1")
         elif name == user_header:
             user = value.decode("latin-1").strip() or None
-    return api_key, forwarded, length, user
+    return api_key, forwarded, length, user, for_stages
 
 
 def _body_user(request: Request) -> str | None:

@@ -16,6 +16,7 @@ from gateway.dispatch import Dispatcher
 from gateway.keys import KeyRing
 from gateway.pipeline import CANONICAL_ORDER, RequestContext, Stage
 from gateway.stages.auth import AuthStage
+from gateway.stages.exact_cache import ExactCacheStage
 from gateway.stages.policy import PolicyStage
 from gateway.stages.policy_source import PolicySource, file_from_env
 from gateway.store.base import Store
@@ -52,10 +53,17 @@ def _policy(config: Config, deps: StageDeps) -> Stage | None:
     return PolicyStage(settings, source, deps.store, deps.dispatcher, deps.prices, on_alert=deps.on_alert)
 
 
+def _exact_cache(config: Config, deps: StageDeps) -> Stage | None:
+    if not config.stages.exact_cache.enabled:
+        return None
+    return ExactCacheStage(config, deps.store, deps.dispatcher)
+
+
 # name -> factory, one entry per stage module; a factory returns None when its stage is off.
 REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
     "policy": _policy,
+    "exact_cache": _exact_cache,
 }
 
 

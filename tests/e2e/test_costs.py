@@ -27,10 +27,12 @@ from tests.support.inproc import InProcGateway, inproc_gateway
 from tests.support.procs import Proc, http
 from tests.support.recorder import Recorder, recording
 
+# The real exact cache is off: `AnswersFromMemory` stands in its place, and the repeated
+# deterministic requests below must reach the upstream.
 CONFIG = """
 store: {{backend: sqlite, path: "{db}"}}
 router: {{retries: 0}}
-stages: {{auth: {{cache_ttl_s: 0}}}}
+stages: {{auth: {{cache_ttl_s: 0}}, exact_cache: {{enabled: false}}}}
 models:
   gpt-4o:
     deployments: [{{provider: openai_compat, model: gpt-4o, api_base: "{upstream}/v1", api_key: k, timeout_s: 5}}]

@@ -44,8 +44,11 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
 @pytest.fixture(scope="module")
 def gateway(engine: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     work = tmp_path_factory.mktemp("gw-local")
+    # The exact cache is off: these tests repeat greedy requests to reach the engine's own
+    # prefix cache, and to show greedy decoding repeats itself.
     config = f"""
 store: {{backend: sqlite, path: "{work / 't.db'}"}}
+stages: {{exact_cache: {{enabled: false}}}}
 models:
   tiny:
     deployments:

@@ -62,7 +62,19 @@ async def _admit_policy() -> tuple[Stage, Callable[[RequestContext], None]]:
     return stage, prepare
 
 
-ADMIT: dict[str, Setup] = {"auth": _admit_auth, "policy": _admit_policy}
+async def _admit_exact_cache() -> tuple[Stage, Callable[[RequestContext], None]]:
+    config = parse_config({"models": SIM_MODELS})
+    stage = REGISTRY["exact_cache"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        # A deterministic request, so the stage looks it up (a miss) rather than passing it by.
+        ctx.request = ctx.request.replace(body={**ctx.request.body, "temperature": 0})
+
+    return stage, prepare
+
+
+ADMIT: dict[str, Setup] = {"auth": _admit_auth, "policy": _admit_policy, "exact_cache": _admit_exact_cache}
 
 
 @pytest.fixture

@@ -1,0 +1,231 @@
+"""Exact cache: a request asked before is answered from the store, at no cost.
+
+The key (gateway.cache.keys) hashes every field that determines the answer, the team's
+namespace, the config of every later stage and of the requested model (so a changed
+deployment or stage never serves an old answer), and the headers forwarded upstream. By
+default only deterministic requests are cached (temperature 0 or a seed; embeddings
+always); a team's policy can opt in to caching sampled ones.
+
+A hit replays the stored answer in whichever form the client asked for (JSON or SSE), with
+`x-tollgate-cache: hit` and `x-tollgate-cache-age`; it costs nothing, and the whole
+baseline is this stage's saving. A miss passes on and stores the upstream's answer after
+the client has it: a JSON body once sent, a stream once it has ended complete. Only
+answers an upstream gave are stored (not another stage's short-circuit), only 200s, never
+errors or streams cut short. A store that fails is a miss, never a failed request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.cache import (
+    CACHE_HEADER,
+    DEFAULT,
+    AnswerRecorder,
+    CachedAnswer,
+    CacheStorage,
+    deterministic,
+    exact_key,
+    parse_controls,
+)
+from gateway.cache.versions import AnswerVersions
+from gateway.config import Config, ExactCacheStageConfig
+from gateway.dispatch import Dispatcher
+from gateway.errors import CacheMiss
+from gateway.pipeline import CallNext, RequestContext
+from gateway.providers.base import Endpoint, ProviderResponse
+from gateway.store.base import Store, StoreUnavailable
+from policies.loading import describe_validation_error
+
+log = logging.getLogger("tollgate.exact_cache")
+
+AGE_HEADER = "x-tollgate-cache-age"
+# Client headers forwarded upstream that differ on every request and never change an answer.
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+_WARN_EVERY_S = 60.0
+
+
+class TeamSettings(BaseModel):
+    """A team's `stages.exact_cache` in its policy; what it leaves out is the gateway's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool | None = None
+    ttl_s: float | None = Field(default=None, gt=0)
+    max_bytes: int | None = Field(default=None, gt=0)
+    cache_nondeterministic: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    enabled: bool
+    ttl_s: float
+    max_bytes: int
+    cache_nondeterministic: bool
+
+
+class ExactCacheStage:
+    name: ClassVar[str] = "exact_cache"
+
+    def __init__(self, config: Config, store: Store, dispatcher: Dispatcher) -> None:
+        settings: ExactCacheStageConfig = config.stages.exact_cache
+        self._defaults = _Settings(True, settings.ttl_s, settings.max_bytes, settings.cache_nondeterministic)
+        self._store = store
+        # The config of every later stage and of the requested alias, hashed once per model.
+        self._version = AnswerVersions(config, dispatcher, stage=self.name)
+        self._team_settings: dict[str, tuple[Mapping[str, Any], _Settings]] = {}
+        self._storages: dict[str, CacheStorage] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._warned_at = 0.0
+
+    async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
+        request = ctx.request
+        controls = parse_controls(ctx.request_headers) if ctx.request_headers else DEFAULT
+        settings = self._settings(ctx.team, ctx.stage_settings.get(self.name))
+        version = None
+        if settings.enabled and (controls.read or controls.write):
+            if settings.cache_nondeterministic or deterministic(request):
+                version = self._version(request.model)
+        if version is None:
+            # Not cached: switched off, bypassed, sampled, or a model the dispatcher will refuse.
+            if controls.only_if_cached:
+                raise _miss()
+            ctx.response_headers[CACHE_HEADER] = "bypass"
+            return await call_next(ctx)
+        key = exact_key(request, ctx.team, version, forwarded=_forwarded(ctx.client_headers))
+        storage = self._storage(ctx.team, settings)
+        if controls.read:
+            answer = await self._lookup(storage, key)
+            if answer is not None:
+                age = answer.age_s()
+                if controls.fresh_enough(age):
+                    return self._hit(ctx, answer, age)
+            ctx.record(self.name, detail={"status": "miss"})
+        if controls.only_if_cached:
+            raise _miss()
+        ctx.response_headers[CACHE_HEADER] = controls.status
+        response = await call_next(ctx)
+        # Only an upstream's own answer: never another stage's short-circuit, never an error.
+        if controls.write and response.status == 200 and ctx.deployment is not None:
+            self._keep(storage, key, request.endpoint, response)
+        return response
+
+    # --- hits and misses ---------------------------------------------------------------
+
+    def _hit(self, ctx: RequestContext, answer: CachedAnswer, age: float) -> ProviderResponse:
+        ctx.response_headers[CACHE_HEADER] = "hit"
+        ctx.response_headers[AGE_HEADER] = str(int(age))
+        ctx.record(self.name, owns_remainder=True, detail={"status": "hit", "age_s": round(age, 3)})
+        if ctx.request.stream and answer.endpoint != "embeddings":
+            return answer.stream_response(ctx.request.include_usage, request_id=ctx.request_id)
+        return answer.json_response(ctx.request_id)
+
+    async def _lookup(self, storage: CacheStorage, key: str) -> CachedAnswer | None:
+        try:
+            raw = await storage.get(key)
+        except StoreUnavailable as err:
+            self._warn("the cache's store is unavailable; answering without it", err)
+            return None
+        if raw is None:
+            return None
+        try:
+            return CachedAnswer.from_bytes(raw)
+        except ValueError as err:
+            self._warn("a cache entry could not be read; treated as a miss", err)
+            return None
+
+    def _keep(self, storage: CacheStorage, key: str, endpoint: Endpoint, response: ProviderResponse) -> None:
+        """Store the answer once the client has it."""
+        if response.stream is not None:
+            response.stream = AnswerRecorder(
+                response.stream, endpoint, lambda answer: storage.put_nowait(key, answer.to_bytes())
+            )
+        else:
+            # Runs when the response is being sent: its body is parsed by then for accounting.
+            asyncio.get_running_loop().call_soon(_keep_json, storage, key, endpoint, response)
+
+    # --- settings, versions, storages ----------------------------------------------------
+
+    def _settings(self, team: str, raw: Mapping[str, Any] | None) -> _Settings:
+        if raw is None:
+            return self._defaults
+        known = self._team_settings.get(team)
+        if known is not None and known[0] is raw:
+            return known[1]
+        defaults = self._defaults
+        try:
+            own = TeamSettings.model_validate(raw)
+        except ValidationError as err:
+            # The policy was accepted when loaded; a bad entry must not break the team's traffic.
+            log.warning(
+                "a team's stages.exact_cache settings are invalid; using the gateway's",
+                extra={"team": team, "error": describe_validation_error(err)},
+            )
+            settings = defaults
+        else:
+            settings = _Settings(
+                enabled=defaults.enabled if own.enabled is None else own.enabled,
+                ttl_s=defaults.ttl_s if own.ttl_s is None else own.ttl_s,
+                max_bytes=defaults.max_bytes if own.max_bytes is None else own.max_bytes,
+                cache_nondeterministic=defaults.cache_nondeterministic
+                if own.cache_nondeterministic is None
+                else own.cache_nondeterministic,
+            )
+        self._team_settings[team] = (raw, settings)
+        return settings
+
+    def _storage(self, team: str, settings: _Settings) -> CacheStorage:
+        storage = self._storages.get(team)
+        if (
+            storage is not None
+            and storage.ttl_s == settings.ttl_s
+            and storage.max_bytes == settings.max_bytes
+        ):
+            return storage
+        if storage is not None:
+            # The team's policy changed: the old storage finishes its writes in the background.
+            task = asyncio.get_running_loop().create_task(storage.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        storage = CacheStorage(self._store, f"xc:{team}", max_bytes=settings.max_bytes, ttl_s=settings.ttl_s)
+        self._storages[team] = storage
+        return storage
+
+    def _warn(self, message: str, err: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning(message, extra={"error": str(err)})
+
+    async def aclose(self) -> None:
+        """Finish the writes already queued, so a clean shutdown loses no answer."""
+        await asyncio.gather(*(storage.aclose() for storage in self._storages.values()), *self._closing)
+
+
+def _keep_json(storage: CacheStorage, key: str, endpoint: Endpoint, response: ProviderResponse) -> None:
+    try:
+        answer = CachedAnswer.from_response(endpoint, response)
+        if answer is not None:
+            storage.put_nowait(key, answer.to_bytes())
+    except Exception:
+        log.exception("storing an answer in the cache failed")
+
+
+def _miss() -> CacheMiss:
+    return CacheMiss(
+        "No cached answer for this request, and the request asked for a cached answer only (only-if-cached).",
+        headers={CACHE_HEADER: "miss"},
+    )
+
+
+def _forwarded(headers: Mapping[str, str]) -> Mapping[str, str] | None:
+    if not headers:
+        return None
+    return {name: value for name, value in headers.items() if name not in _TRACE_HEADERS} or None

@@ -1,0 +1,14 @@
+"""The store backends the cache runs on: the store suite's own fixtures, reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.store.conftest import open_backend, store
+
+__all__ = ["open_backend", "store"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -233,10 +233,35 @@ class ExactCacheStageConfig(_Strict):
     cache_nondeterministic: bool = False
 
 
+class SemanticCacheStageConfig(_Strict):
+    """Answers a question asked before in other words (docs/caching.md); a team's policy may
+    override `enabled`, `threshold`, `verify` and `cache_nondeterministic` under
+    `stages.semantic_cache`."""
+
+    enabled: bool = True
+    # Embeddings: the int8 ONNX all-MiniLM-L6-v2 (fast), or a sentence-transformers model
+    # directory; `model` points to another ONNX file or model directory.
+    backend: Literal["onnx", "sentence-transformers"] = "onnx"
+    model: str | None = None
+    # Cosine similarity a cached question needs; unset: the benchmarked default.
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    # Numbers, names, negation and polarity must agree before a similar question is served.
+    verify: bool = True
+    ttl_s: float = Field(default=3600.0, gt=0)
+    # Per team, for the stored answers; past it the oldest are evicted.
+    max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    cache_nondeterministic: bool = False
+    # Longer questions are not compared: the embedding sees only their first 256 tokens.
+    max_question_chars: int = Field(default=1000, gt=0)
+    # How often an instance reads the entries other instances added.
+    sync_interval_s: float = Field(default=0.5, gt=0)
+
+
 class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
     policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
     exact_cache: ExactCacheStageConfig = Field(default_factory=ExactCacheStageConfig)
+    semantic_cache: SemanticCacheStageConfig = Field(default_factory=SemanticCacheStageConfig)
 
 
 class Config(_Strict):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.cache.controls import cache_miss, parse_controls
 from gateway.config import (
     LITELLM_PROVIDERS,
     OPENAI_COMPATIBLE_BASES,
@@ -109,6 +110,9 @@ class Dispatcher:
         return names
 
     async def __call__(self, ctx: RequestContext) -> ProviderResponse:
+        if ctx.request_headers and parse_controls(ctx.request_headers).only_if_cached:
+            # No cache stage answered, and the client wants no model called.
+            raise cache_miss()
         target = self.resolve(ctx.request.model)
         chain = [target] + [Target(fb, self._models[fb], None) for fb in target.entry.fallbacks]
         last_error: TollgateError | None = None

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.errors import InvalidRequest
+from gateway.errors import CacheMiss, InvalidRequest
 
 CACHE_HEADER = "x-tollgate-cache"
 CACHE_CONTROL = "cache-control"
@@ -83,3 +83,11 @@ def parse_controls(headers: Mapping[str, str]) -> CacheControls:
         only_if_cached = read = chosen == "only-if-cached"
         write = chosen == "refresh"
     return CacheControls(read=read, write=write, only_if_cached=only_if_cached, max_age_s=max_age)
+
+
+def cache_miss() -> CacheMiss:
+    """What `only-if-cached` gets when no cache answered: raised where a model would be called."""
+    return CacheMiss(
+        "No cached answer for this request, and the request asked for a cached answer only (only-if-cached).",
+        headers={CACHE_HEADER: "miss"},
+    )

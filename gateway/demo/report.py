@@ -83,12 +83,12 @@ def print_spend(spend: DemoSpend, *, elapsed_s: float) -> None:
         )
 
     # Every stage that can save money is listed, so a stage that saved nothing shows $0.
-    saved_by_stage = {stage: Decimal(0) for stage in CANONICAL_ORDER if stage != "auth"}
+    saved_by_stage = {stage: (Decimal(0), 0) for stage in CANONICAL_ORDER if stage != "auth"}
     for group in spend.by_stage:
-        saved_by_stage[group["stage"]] = Decimal(group["saved_usd"])
+        saved_by_stage[group["stage"]] = (Decimal(group["saved_usd"]), group["requests"])
     print("\nsavings by stage")
-    for stage, saved in saved_by_stage.items():
-        print(f"  {stage:<16} {_money(saved):>12}")
+    for stage, (saved, requests) in saved_by_stage.items():
+        print(f"  {stage:<16} {_money(saved):>12}  on {requests} request(s)")
     print(f"\n{total['requests']} requests in {elapsed_s:.1f}s")
 
 

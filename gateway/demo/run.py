@@ -57,7 +57,7 @@ models:
 # Set through `PUT /admin/policies/{team}` (docs/policies.md), as an operator would.
 _GPT_4O_DAILY = {"amount_usd": 0.01, "period": "day", "action": "downgrade", "downgrade_to": "gpt-4o-mini"}
 POLICIES: dict[str, dict[str, Any]] = {
-    "marketing": {"budgets": [{"name": "daily", "amount_usd": 0.005, "period": "day"}]},
+    "marketing": {"budgets": [{"name": "daily", "amount_usd": 0.001, "period": "day"}]},
     "research": {
         "rate_limits": {"requests_per_minute": 600, "concurrent": 20},
         "per_model": {"gpt-4o": {"budgets": [_GPT_4O_DAILY]}},

@@ -1,6 +1,7 @@
 """A generated, realistic mix of traffic, the same for a given seed.
 
-Teams send what teams send: support chats with growing history, document summaries,
+Teams send what teams send: support chats with growing history, help-centre questions
+asked again and again in a few wordings, document summaries,
 tool-using agents, classification jobs nobody waits for, embeddings for search, and
 marketing copy from a team on a small budget. Each later cost stage has traffic here that
 it can act on.
@@ -37,6 +38,15 @@ _SENTENCES = [
     "The vendor contract renews in March and includes a price increase.",
     "Support tickets about login problems doubled during the migration week.",
 ]
+# Help-centre questions, each as customers word it: the first wording, then paraphrases.
+_FAQ = [
+    ("How do I reset my password?", "How can I reset my password?"),
+    ("Which payment methods do you accept?", "What payment methods do you accept?"),
+    ("How do I add a colleague to my workspace?", "How can I add a colleague to my workspace?"),
+    ("Can I change the currency of my account?", "Is it possible to change the currency of my account?"),
+    ("How do I export my invoices as a CSV file?", "How can I export my invoices as a CSV file?"),
+    ("Where can I download last month's invoice?", "Where do I download last month's invoice?"),
+]
 _ORDER_TOOL = {
     "type": "function",
     "function": {
@@ -64,12 +74,13 @@ def build_workload(n: int, seed: int) -> list[Call]:
     rng = random.Random(seed)
     calls: list[Call] = []
     makers = [
-        (0.30, _support_chat),
-        (0.16, _summary),
-        (0.12, _agent_with_tools),
-        (0.17, _classification),
-        (0.12, _embeddings),
-        (0.13, _campaign_copy),
+        (0.20, _support_chat),
+        (0.14, _summary),
+        (0.10, _agent_with_tools),
+        (0.14, _classification),
+        (0.10, _embeddings),
+        (0.16, _campaign_copy),
+        (0.16, _help_centre),
     ]
     weights = [w for w, _ in makers]
     for i in range(n):
@@ -92,6 +103,20 @@ def _support_chat(rng: random.Random, i: int) -> Call:
     if stream:
         body["stream_options"] = {"include_usage": True}
     return Call("support", "stream" if stream else "chat", "gpt-4o", body, "support chat")
+
+
+def _help_centre(rng: random.Random, i: int) -> Call:
+    """The same few questions again and again, in a couple of wordings: what caches are for."""
+    wording = rng.choice(rng.choice(_FAQ))
+    body = {
+        "messages": [
+            {"role": "system", "content": "You answer customers' questions from the help centre, briefly."},
+            {"role": "user", "content": wording},
+        ],
+        "max_tokens": 120,
+        "temperature": 0,
+    }
+    return Call("support", "chat", "gpt-4o-mini", body, "help-centre question")
 
 
 def _summary(rng: random.Random, i: int) -> Call:
@@ -141,7 +166,7 @@ def _campaign_copy(rng: random.Random, i: int) -> Call:
             {"role": "system", "content": "You write short, upbeat release announcements for a B2B SaaS product."},
             {"role": "user", "content": f"Announce the new {product}. {rng.choice(_SENTENCES)}"},
         ],
-        "max_tokens": 300,
+        "max_tokens": 60,
         "temperature": 0.9,
     }
     return Call("marketing", "chat", "gpt-4o", body, "campaign copy")

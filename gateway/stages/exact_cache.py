@@ -38,7 +38,6 @@ from gateway.cache import (
 from gateway.cache.versions import AnswerVersions
 from gateway.config import Config, ExactCacheStageConfig
 from gateway.dispatch import Dispatcher
-from gateway.errors import CacheMiss
 from gateway.pipeline import CallNext, RequestContext
 from gateway.providers.base import Endpoint, ProviderResponse
 from gateway.store.base import Store, StoreUnavailable
@@ -95,8 +94,7 @@ class ExactCacheStage:
                 version = self._version(request.model)
         if version is None:
             # Not cached: switched off, bypassed, sampled, or a model the dispatcher will refuse.
-            if controls.only_if_cached:
-                raise _miss()
+            # (only-if-cached: the dispatcher refuses to call a model when no cache answered.)
             ctx.response_headers[CACHE_HEADER] = "bypass"
             return await call_next(ctx)
         key = exact_key(request, ctx.team, version, forwarded=_forwarded(ctx.client_headers))
@@ -108,8 +106,6 @@ class ExactCacheStage:
                 if controls.fresh_enough(age):
                     return self._hit(ctx, answer, age)
             ctx.record(self.name, detail={"status": "miss"})
-        if controls.only_if_cached:
-            raise _miss()
         ctx.response_headers[CACHE_HEADER] = controls.status
         response = await call_next(ctx)
         # Only an upstream's own answer: never another stage's short-circuit, never an error.
@@ -216,13 +212,6 @@ def _keep_json(storage: CacheStorage, key: str, endpoint: Endpoint, response: Pr
             storage.put_nowait(key, answer.to_bytes())
     except Exception:
         log.exception("storing an answer in the cache failed")
-
-
-def _miss() -> CacheMiss:
-    return CacheMiss(
-        "No cached answer for this request, and the request asked for a cached answer only (only-if-cached).",
-        headers={CACHE_HEADER: "miss"},
-    )
 
 
 def _forwarded(headers: Mapping[str, str]) -> Mapping[str, str] | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.accounting.prices import PriceTable
+from gateway.cache.versions import AnswerVersions
 from gateway.config import Config
 from gateway.dispatch import Dispatcher
 from gateway.keys import KeyRing
@@ -19,6 +20,7 @@ from gateway.stages.auth import AuthStage
 from gateway.stages.exact_cache import ExactCacheStage
 from gateway.stages.policy import PolicyStage
 from gateway.stages.policy_source import PolicySource, file_from_env
+from gateway.stages.semantic_cache import SemanticCacheStage
 from gateway.store.base import Store
 
 
@@ -59,11 +61,22 @@ def _exact_cache(config: Config, deps: StageDeps) -> Stage | None:
     return ExactCacheStage(config, deps.store, deps.dispatcher)
 
 
+def _semantic_cache(config: Config, deps: StageDeps) -> Stage | None:
+    settings = config.stages.semantic_cache
+    if not settings.enabled:
+        return None
+    from gateway.semantic.embedder import load_embedder  # onnxruntime loads only when used
+
+    versions = AnswerVersions(config, deps.dispatcher, stage="semantic_cache")
+    return SemanticCacheStage(settings, deps.store, versions, load_embedder(settings.backend, settings.model))
+
+
 # name -> factory, one entry per stage module; a factory returns None when its stage is off.
 REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
     "policy": _policy,
     "exact_cache": _exact_cache,
+    "semantic_cache": _semantic_cache,
 }
 
 

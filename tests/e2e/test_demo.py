@@ -52,7 +52,7 @@ def test_demo_prints_the_cost_table() -> None:
     assert {row[0] for row in groups} == {"support", "research", "analytics", "marketing"}
 
     section = lines.index("savings by stage")
-    stage_lines = dict(line.split() for line in lines[section + 1 :] if re.match(r"^\s+\w+\s+\$", line))
+    stage_lines = dict(line.split()[:2] for line in lines[section + 1 :] if re.match(r"^\s+\w+\s+\$", line))
     assert set(STAGES) <= set(stage_lines), stage_lines
     assert all(_money(value) >= 0 for value in stage_lines.values())
     # Research's summaries went on gpt-4o-mini once its gpt-4o budget was spent.
@@ -72,7 +72,7 @@ def test_demo_prints_the_cost_table() -> None:
         _money(rows["team:marketing/budget:daily"][3]),
         _money(rows["team:marketing/budget:daily"][4]),
     )
-    assert 0 < spent <= limit == Decimal("0.005")
+    assert 0 < spent <= limit == Decimal("0.001")
 
     summary = re.search(r"all 40 requests answered: (\d+) served, (\d+) refused by a budget", done.stdout)
     assert summary, done.stdout[-2000:]

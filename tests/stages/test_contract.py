@@ -74,7 +74,23 @@ async def _admit_exact_cache() -> tuple[Stage, Callable[[RequestContext], None]]
     return stage, prepare
 
 
-ADMIT: dict[str, Setup] = {"auth": _admit_auth, "policy": _admit_policy, "exact_cache": _admit_exact_cache}
+async def _admit_semantic_cache() -> tuple[Stage, Callable[[RequestContext], None]]:
+    config = parse_config({"models": SIM_MODELS})
+    stage = REGISTRY["semantic_cache"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        ctx.request = ctx.request.replace(body={**ctx.request.body, "temperature": 0})
+
+    return stage, prepare
+
+
+ADMIT: dict[str, Setup] = {
+    "auth": _admit_auth,
+    "policy": _admit_policy,
+    "exact_cache": _admit_exact_cache,
+    "semantic_cache": _admit_semantic_cache,
+}
 
 
 @pytest.fixture

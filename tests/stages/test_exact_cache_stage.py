@@ -165,15 +165,16 @@ async def test_a_changed_deployment_never_serves_an_old_answer_but_a_new_api_key
 
 
 async def test_another_stages_short_circuit_is_never_stored() -> None:
-    stage, _ = _stage(MemoryStore())
+    stage, dispatcher = _stage(MemoryStore())
 
     async def answers_itself(ctx: RequestContext) -> ProviderResponse:
         return ProviderResponse.from_json({"object": "chat.completion", "model": "m", "choices": [
             {"index": 0, "message": {"role": "assistant", "content": "near enough"}, "finish_reason": "stop"}]})  # fmt: skip
 
     await _ask(stage, answers_itself)
+    # Nothing stored, so only-if-cached reaches the dispatcher, which calls no model.
     with pytest.raises(CacheMiss):
-        await _ask(stage, answers_itself, _ctx(headers={"x-tollgate-cache": "only-if-cached"}))
+        await _ask(stage, dispatcher, _ctx(headers={"x-tollgate-cache": "only-if-cached"}))
     await stage.aclose()
 
 

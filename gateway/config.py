@@ -127,10 +127,36 @@ class Deployment(_Strict):
         return base or None
 
 
+class RouteSpec(_Strict):
+    """A routed alias: the route stage sends each request to one of `candidates`, strongest
+    first (docs/routing.md). With the stage off, or no rule or router choosing, it is served
+    as its strongest candidate."""
+
+    candidates: list[str] = Field(min_length=2)
+    # A router trained with `tollgate router train`; without one only the rules route.
+    router: str | None = None
+    # The share of the strongest candidate's quality to keep (a team's policy may set its own).
+    target: float = Field(default=0.95, gt=0, le=1)
+    # Prompts longer than this (tokens) always go to the strongest candidate.
+    long_prompt_tokens: int | None = Field(default=None, gt=0)
+
+
 class ModelAlias(_Strict):
-    deployments: list[Deployment] = Field(min_length=1)
+    # Empty only for a routed alias, which is served by its candidates' deployments.
+    deployments: list[Deployment] = Field(default_factory=list)
     # Other aliases tried, in order, when every deployment of this one has failed.
     fallbacks: list[str] = Field(default_factory=list)
+    route: RouteSpec | None = None
+    # How a deployment of this alias is chosen; unset: `router.strategy` (docs/balancing.md).
+    strategy: Literal["weighted", "least_outstanding", "latency"] | None = None
+
+    @model_validator(mode="after")
+    def _served_somehow(self) -> ModelAlias:
+        if self.route is None and not self.deployments:
+            raise ValueError("deployments: at least one deployment is needed (or a route)")
+        if self.route is not None and self.deployments:
+            raise ValueError("a routed alias is served by its candidates: give 'route' or 'deployments', not both")
+        return self
 
 
 class RouterConfig(_Strict):
@@ -141,6 +167,14 @@ class RouterConfig(_Strict):
     max_retry_after_s: float = Field(default=10.0, ge=0)
     cooldown_s: float = Field(default=30.0, ge=0)
     failures_before_cooldown: int = Field(default=3, ge=1)
+    # How a deployment is chosen among an alias's healthy ones (docs/balancing.md).
+    strategy: Literal["weighted", "least_outstanding", "latency"] = "weighted"
+    # `latency`: the weight of the newest sample in each deployment's moving average, and the
+    # share of requests sent to a deployment other than the fastest, so a recovered one is noticed.
+    latency_smoothing: float = Field(default=0.3, gt=0, le=1)
+    latency_exploration: float = Field(default=0.05, ge=0, le=1)
+    # A prompt too long for the model is tried on the alias's fallbacks instead of refused at once.
+    fallback_on_context_overflow: bool = True
 
 
 class ServerConfig(_Strict):
@@ -257,11 +291,19 @@ class SemanticCacheStageConfig(_Strict):
     sync_interval_s: float = Field(default=0.5, gt=0)
 
 
+class RouteStageConfig(_Strict):
+    """Sends a request to a routed alias (`models.<alias>.route`) to one of its candidates
+    (docs/routing.md); a team's policy may set `prefer` and `target` under `stages.route`."""
+
+    enabled: bool = True
+
+
 class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
     policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
     exact_cache: ExactCacheStageConfig = Field(default_factory=ExactCacheStageConfig)
     semantic_cache: SemanticCacheStageConfig = Field(default_factory=SemanticCacheStageConfig)
+    route: RouteStageConfig = Field(default_factory=RouteStageConfig)
 
 
 class Config(_Strict):
@@ -291,7 +333,31 @@ class Config(_Strict):
             for i, fb in enumerate(entry.fallbacks):
                 if fb not in self.models:
                     raise ValueError(f"models.{alias}.fallbacks[{i}]: unknown model alias {fb!r}")
+        self._serve_routes_by_their_strongest()
         return self
+
+    def _serve_routes_by_their_strongest(self) -> None:
+        """A routed alias resolves like its strongest candidate (its deployments, then the
+        other candidates as fallbacks), so pricing, budgets, caches and the dispatcher all see
+        a real model even before, or without, the route stage."""
+        for alias, entry in self.models.items():
+            if entry.route is None:
+                continue
+            if alias.endswith("/*"):
+                raise ValueError(f"models.{alias}.route: a wildcard alias cannot be routed")
+            for i, name in enumerate(entry.route.candidates):
+                candidate = self.models.get(name)
+                if candidate is None:
+                    raise ValueError(f"models.{alias}.route.candidates[{i}]: unknown model alias {name!r}")
+                if candidate.route is not None or name == alias:
+                    raise ValueError(f"models.{alias}.route.candidates[{i}]: {name!r} is routed itself")
+            strongest = self.models[entry.route.candidates[0]]
+            self.models[alias] = entry.model_copy(
+                update={
+                    "deployments": list(strongest.deployments),
+                    "fallbacks": [*strongest.fallbacks, *entry.route.candidates[1:]],
+                }
+            )
 
 
 def interpolate_env(text: str, environ: dict[str, str] | None = None) -> str:

@@ -29,6 +29,7 @@ from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, Ser
 from gateway.pipeline import Request, RequestContext, Wire
 from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse
 from gateway.runtime import Runtime
+from gateway.stages.route import ROUTE_HEADER
 from gateway.store.base import StoreUnavailable
 from gateway.telemetry import Telemetry
 from gateway.wire import anthropic
@@ -59,8 +60,8 @@ _SSE = [
 _FORWARDED_PREFIXES = (b"x-sim-",)
 # W3C trace context: continued by our span when tracing, else passed upstream untouched.
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
-# Request headers kept for stages: the cache controls.
-_STAGE_HEADERS = frozenset(name.encode() for name in REQUEST_HEADERS)
+# Request headers kept for stages: the cache controls and the route choice.
+_STAGE_HEADERS = frozenset(name.encode() for name in (*REQUEST_HEADERS, ROUTE_HEADER))
 _WATCH_DISCONNECT_AFTER_S = 0.05
 
 

@@ -20,6 +20,7 @@ from gateway.stages.auth import AuthStage
 from gateway.stages.exact_cache import ExactCacheStage
 from gateway.stages.policy import PolicyStage
 from gateway.stages.policy_source import PolicySource, file_from_env
+from gateway.stages.route import RouteStage
 from gateway.stages.semantic_cache import SemanticCacheStage
 from gateway.store.base import Store
 
@@ -71,12 +72,25 @@ def _semantic_cache(config: Config, deps: StageDeps) -> Stage | None:
     return SemanticCacheStage(settings, deps.store, versions, load_embedder(settings.backend, settings.model))
 
 
+def _route(config: Config, deps: StageDeps) -> Stage | None:
+    if not config.stages.route.enabled or not any(m.route for m in config.models.values()):
+        return None
+    paths = {m.route.router for m in config.models.values() if m.route is not None and m.route.router}
+    routers = {}
+    if paths:
+        from gateway.routing import Router  # numpy and the word-piece table load only when used
+
+        routers = {path: Router.load(path) for path in paths}
+    return RouteStage(config, routers)
+
+
 # name -> factory, one entry per stage module; a factory returns None when its stage is off.
 REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
     "policy": _policy,
     "exact_cache": _exact_cache,
     "semantic_cache": _semantic_cache,
+    "route": _route,
 }
 
 

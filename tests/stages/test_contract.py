@@ -85,11 +85,25 @@ async def _admit_semantic_cache() -> tuple[Stage, Callable[[RequestContext], Non
     return stage, prepare
 
 
+async def _admit_route() -> tuple[Stage, Callable[[RequestContext], None]]:
+    candidates = {name: {"deployments": [{"provider": "sim", "model": name}]} for name in ("gpt-4o", "gpt-4o-mini")}
+    routed = {"smart": {"route": {"candidates": ["gpt-4o", "gpt-4o-mini"]}}}
+    config = parse_config({"models": {**SIM_MODELS, **candidates, **routed}})
+    stage = REGISTRY["route"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        ctx.request = ctx.request.replace(body={**ctx.request.body, "model": "smart"})
+
+    return stage, prepare
+
+
 ADMIT: dict[str, Setup] = {
     "auth": _admit_auth,
     "policy": _admit_policy,
     "exact_cache": _admit_exact_cache,
     "semantic_cache": _admit_semantic_cache,
+    "route": _admit_route,
 }
 
 

@@ -1,9 +1,12 @@
 """Start the simulated provider and the gateway as real processes, drive the workload with the
 official `openai` SDK, and print what it cost, what it would have cost, and what each stage saved.
 
-Two teams get a policy through the admin API first: marketing a small daily budget that
+Three teams get a policy through the admin API first: marketing a small daily budget that
 blocks (its later requests are refused with 429 `budget_exceeded`, as intended), research a
-budget on gpt-4o that downgrades to gpt-4o-mini once spent (the saving is the policy stage's).
+budget on gpt-4o that downgrades to gpt-4o-mini once spent (the saving is the policy stage's),
+and support a preference for the small model behind the routed alias `assistant` (the
+saving is the route stage's). Help-centre questions asked again, or in other words, are
+answered by the exact and semantic caches.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ models:
   text-embedding-3-small:
     deployments:
       - {{provider: openai_compat, model: text-embedding-3-small, api_base: "{sim}/v1", api_key: sim-key}}
+  assistant:
+    route: {{candidates: [gpt-4o, gpt-4o-mini], long_prompt_tokens: 160}}
   sim/*:
     deployments:
       - {{provider: sim, model: "*"}}
@@ -58,6 +63,8 @@ models:
 _GPT_4O_DAILY = {"amount_usd": 0.01, "period": "day", "action": "downgrade", "downgrade_to": "gpt-4o-mini"}
 POLICIES: dict[str, dict[str, Any]] = {
     "marketing": {"budgets": [{"name": "daily", "amount_usd": 0.001, "period": "day"}]},
+    # Support's chats go to the small model unless one needs the large (a long history, tools).
+    "support": {"stages": {"route": {"prefer": "weak"}}},
     "research": {
         "rate_limits": {"requests_per_minute": 600, "concurrent": 20},
         "per_model": {"gpt-4o": {"budgets": [_GPT_4O_DAILY]}},

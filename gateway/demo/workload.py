@@ -102,7 +102,7 @@ def _support_chat(rng: random.Random, i: int) -> Call:
     body: dict[str, Any] = {"messages": messages, "max_tokens": 200, "temperature": 0.3}
     if stream:
         body["stream_options"] = {"include_usage": True}
-    return Call("support", "stream" if stream else "chat", "gpt-4o", body, "support chat")
+    return Call("support", "stream" if stream else "chat", "assistant", body, "support chat")
 
 
 def _help_centre(rng: random.Random, i: int) -> Call:

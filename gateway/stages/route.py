@@ -4,12 +4,13 @@ A routed alias (`models.<alias>.route`, docs/routing.md) lists candidate aliases
 strongest to the weakest. The first rule that applies decides:
 
 1. the client's `x-tollgate-route: strong | weak` header;
-2. the team's policy (`stages.route.prefer: strong | weak`);
-3. a request that needs the strongest model: tools, a JSON schema to follow, a prompt longer
-   than `long_prompt_tokens`, or no text question to judge;
+2. a request that needs the strongest model: tools, a JSON schema to follow, a prompt longer
+   than `long_prompt_tokens`;
+3. the team's policy (`stages.route.prefer: strong | weak`);
 4. the learned router (`route.router`, trained with `tollgate router train`): the weakest
    candidate when its score clears the threshold calibrated for the quality target (the
-   alias's `target`, or the team's `stages.route.target`);
+   alias's `target`, or the team's `stages.route.target`); a request with no text question
+   to judge goes to the strongest;
 5. otherwise the strongest.
 
 A request naming a concrete model is never rerouted. The chosen candidate is served with its
@@ -103,8 +104,6 @@ class RouteStage:
                 )
             if wanted != "auto":
                 return wanted, "header", None
-        if settings.prefer in ("strong", "weak"):
-            return settings.prefer, "policy", None
         body = ctx.request.body
         if body.get("tools") or body.get("functions"):
             return "strong", "tools", None
@@ -114,6 +113,8 @@ class RouteStage:
         limit = route.spec.long_prompt_tokens
         if limit is not None and count_prompt(ctx.request.endpoint, route.spec.candidates[0], body) > limit:
             return "strong", "long_prompt", None
+        if settings.prefer in ("strong", "weak"):
+            return settings.prefer, "policy", None
         if route.router is None:
             return "strong", "no_router", None
         text = last_user_text(ctx.request)

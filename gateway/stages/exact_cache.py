@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.cache import (
     CACHE_HEADER,
@@ -40,15 +39,14 @@ from gateway.config import Config, ExactCacheStageConfig
 from gateway.dispatch import Dispatcher
 from gateway.pipeline import CallNext, RequestContext
 from gateway.providers.base import Endpoint, ProviderResponse
+from gateway.stages.team_settings import TeamOverrides, Throttled
 from gateway.store.base import Store, StoreUnavailable
-from policies.loading import describe_validation_error
 
 log = logging.getLogger("tollgate.exact_cache")
 
 AGE_HEADER = "x-tollgate-cache-age"
 # Client headers forwarded upstream that differ on every request and never change an answer.
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
-_WARN_EVERY_S = 60.0
 
 
 class TeamSettings(BaseModel):
@@ -79,15 +77,15 @@ class ExactCacheStage:
         self._store = store
         # The config of every later stage and of the requested alias, hashed once per model.
         self._version = AnswerVersions(config, dispatcher, stage=self.name)
-        self._team_settings: dict[str, tuple[Mapping[str, Any], _Settings]] = {}
+        self._overrides = TeamOverrides(self.name, TeamSettings, self._defaults, logger=log)
         self._storages: dict[str, CacheStorage] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        self._warned_at = 0.0
+        self._warnings = Throttled(log)
 
     async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
         request = ctx.request
         controls = parse_controls(ctx.request_headers) if ctx.request_headers else DEFAULT
-        settings = self._settings(ctx.team, ctx.stage_settings.get(self.name))
+        settings = self._overrides.resolve(ctx.team, ctx.stage_settings)
         version = None
         if settings.enabled and (controls.read or controls.write):
             if settings.cache_nondeterministic or deterministic(request):
@@ -127,14 +125,14 @@ class ExactCacheStage:
         try:
             raw = await storage.get(key)
         except StoreUnavailable as err:
-            self._warn("the cache's store is unavailable; answering without it", err)
+            self._warnings.warn("the cache's store is unavailable; answering without it", err)
             return None
         if raw is None:
             return None
         try:
             return CachedAnswer.from_bytes(raw)
         except ValueError as err:
-            self._warn("a cache entry could not be read; treated as a miss", err)
+            self._warnings.warn("a cache entry could not be read; treated as a miss", err)
             return None
 
     def _keep(self, storage: CacheStorage, key: str, endpoint: Endpoint, response: ProviderResponse) -> None:
@@ -148,34 +146,6 @@ class ExactCacheStage:
             asyncio.get_running_loop().call_soon(_keep_json, storage, key, endpoint, response)
 
     # --- settings, versions, storages ----------------------------------------------------
-
-    def _settings(self, team: str, raw: Mapping[str, Any] | None) -> _Settings:
-        if raw is None:
-            return self._defaults
-        known = self._team_settings.get(team)
-        if known is not None and known[0] is raw:
-            return known[1]
-        defaults = self._defaults
-        try:
-            own = TeamSettings.model_validate(raw)
-        except ValidationError as err:
-            # The policy was accepted when loaded; a bad entry must not break the team's traffic.
-            log.warning(
-                "a team's stages.exact_cache settings are invalid; using the gateway's",
-                extra={"team": team, "error": describe_validation_error(err)},
-            )
-            settings = defaults
-        else:
-            settings = _Settings(
-                enabled=defaults.enabled if own.enabled is None else own.enabled,
-                ttl_s=defaults.ttl_s if own.ttl_s is None else own.ttl_s,
-                max_bytes=defaults.max_bytes if own.max_bytes is None else own.max_bytes,
-                cache_nondeterministic=defaults.cache_nondeterministic
-                if own.cache_nondeterministic is None
-                else own.cache_nondeterministic,
-            )
-        self._team_settings[team] = (raw, settings)
-        return settings
 
     def _storage(self, team: str, settings: _Settings) -> CacheStorage:
         storage = self._storages.get(team)
@@ -193,12 +163,6 @@ class ExactCacheStage:
         storage = CacheStorage(self._store, f"xc:{team}", max_bytes=settings.max_bytes, ttl_s=settings.ttl_s)
         self._storages[team] = storage
         return storage
-
-    def _warn(self, message: str, err: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
-            log.warning(message, extra={"error": str(err)})
 
     async def aclose(self) -> None:
         """Finish the writes already queued, so a clean shutdown loses no answer."""

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.tokens import count_prompt
 from gateway.cache.keys import last_user_text
@@ -34,7 +34,7 @@ from gateway.config import Config, RouteSpec
 from gateway.errors import InvalidRequest
 from gateway.pipeline import CallNext, RequestContext
 from gateway.providers.base import ProviderResponse
-from policies.loading import describe_validation_error
+from gateway.stages.team_settings import TeamOverrides
 
 if TYPE_CHECKING:
     from gateway.routing import Router  # a trained router: is the weak candidate good enough?
@@ -55,6 +55,12 @@ class TeamSettings(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class _Preferences:
+    prefer: str | None = None
+    target: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class _Route:
     alias: str
     spec: RouteSpec
@@ -70,13 +76,13 @@ class RouteStage:
             for alias, entry in config.models.items()
             if entry.route is not None
         }
-        self._team_settings: dict[str, tuple[Mapping[str, Any], TeamSettings]] = {}
+        self._overrides = TeamOverrides(self.name, TeamSettings, _Preferences(), logger=log)
 
     async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
         route = self._routes.get(ctx.request.model)
         if route is None:
             return await call_next(ctx)
-        settings = self._settings(ctx.team, ctx.stage_settings.get(self.name))
+        settings = self._overrides.resolve(ctx.team, ctx.stage_settings)
         choice, reason, score = self._choose(route, ctx, settings)
         candidates = route.spec.candidates
         chosen = candidates[0] if choice == "strong" else candidates[-1]
@@ -90,7 +96,7 @@ class RouteStage:
         return await call_next(ctx)
 
     def _choose(
-        self, route: _Route, ctx: RequestContext, settings: TeamSettings
+        self, route: _Route, ctx: RequestContext, settings: _Preferences
     ) -> tuple[str, str, float | None]:
         """("strong" | "weak", the reason, the router's score if it was asked)."""
         asked = ctx.request_headers.get(ROUTE_HEADER) if ctx.request_headers else None
@@ -125,22 +131,4 @@ class RouteStage:
         verdict = route.router.decide(text, target)
         return ("strong" if verdict.use_strong else "weak"), "router", float(verdict.score)
 
-    def _settings(self, team: str, raw: Mapping[str, Any] | None) -> TeamSettings:
-        if raw is None:
-            return _DEFAULT
-        known = self._team_settings.get(team)
-        if known is not None and known[0] is raw:
-            return known[1]
-        try:
-            settings = TeamSettings.model_validate(raw)
-        except ValidationError as err:
-            log.warning(
-                "a team's stages.route settings are invalid; using the gateway's",
-                extra={"team": team, "error": describe_validation_error(err)},
-            )
-            settings = _DEFAULT
-        self._team_settings[team] = (raw, settings)
-        return settings
 
-
-_DEFAULT = TeamSettings()

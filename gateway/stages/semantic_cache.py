@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.cache import (
     CACHE_HEADER,
@@ -47,14 +46,13 @@ from gateway.providers.base import ProviderResponse
 from gateway.semantic.catalog import Catalog, Entry
 from gateway.semantic.embedder import Embedder
 from gateway.semantic.matcher import DEFAULT_THRESHOLD, Match, best_match
+from gateway.stages.team_settings import TeamOverrides, Throttled
 from gateway.store.base import Store, StoreUnavailable
-from policies.loading import describe_validation_error
 
 log = logging.getLogger("tollgate.semantic_cache")
 
 SOURCE_HEADER = "x-tollgate-cache-source"
 SIMILARITY_HEADER = "x-tollgate-cache-similarity"
-_WARN_EVERY_S = 60.0
 
 
 class TeamSettings(BaseModel):
@@ -103,9 +101,9 @@ class SemanticCacheStage:
             executor=self._pool,
         )
         self._storages: dict[str, CacheStorage] = {}
-        self._team_settings: dict[str, tuple[Mapping[str, Any], _Settings]] = {}
+        self._overrides = TeamOverrides(self.name, TeamSettings, self._defaults, logger=log)
         self._pending: set[asyncio.Task[None]] = set()
-        self._warned_at = 0.0
+        self._warnings = Throttled(log)
 
     async def start(self) -> None:
         await self._catalog.start()
@@ -123,7 +121,7 @@ class SemanticCacheStage:
 
     async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
         request = ctx.request
-        settings = self._settings(ctx.team, ctx.stage_settings.get(self.name))
+        settings = self._overrides.resolve(ctx.team, ctx.stage_settings)
         if not settings.enabled or request.endpoint != "chat":
             return await call_next(ctx)
         controls = parse_controls(ctx.request_headers) if ctx.request_headers else DEFAULT
@@ -180,7 +178,7 @@ class SemanticCacheStage:
         try:
             raw = await storage.get(entry.answer_key)
         except StoreUnavailable as err:
-            self._warn("the semantic cache's store is unavailable; answering without it", err)
+            self._warnings.warn("the semantic cache's store is unavailable; answering without it", err)
             return None
         if raw is None:
             # Evicted or expired: forget it here too.
@@ -189,7 +187,7 @@ class SemanticCacheStage:
         try:
             answer = CachedAnswer.from_bytes(raw)
         except ValueError as err:
-            self._warn("a semantic cache entry could not be read; treated as a miss", err)
+            self._warnings.warn("a semantic cache entry could not be read; treated as a miss", err)
             return None
         age = answer.age_s()
         if not controls.fresh_enough(age):
@@ -249,7 +247,7 @@ class SemanticCacheStage:
             # The entry is announced only once its answer can be read.
             await self._catalog.add(Entry(namespace, question, key, time.time()), vector)
         except StoreUnavailable as err:
-            self._warn("the semantic cache could not store an answer", err)
+            self._warnings.warn("the semantic cache could not store an answer", err)
         except Exception:
             log.exception("storing an answer in the semantic cache failed")
 
@@ -262,36 +260,3 @@ class SemanticCacheStage:
                 self._store, f"sc:{team}", max_bytes=self._config.max_bytes, ttl_s=self._config.ttl_s
             )
         return storage
-
-    def _settings(self, team: str, raw: Mapping[str, Any] | None) -> _Settings:
-        if raw is None:
-            return self._defaults
-        known = self._team_settings.get(team)
-        if known is not None and known[0] is raw:
-            return known[1]
-        defaults = self._defaults
-        try:
-            own = TeamSettings.model_validate(raw)
-        except ValidationError as err:
-            log.warning(
-                "a team's stages.semantic_cache settings are invalid; using the gateway's",
-                extra={"team": team, "error": describe_validation_error(err)},
-            )
-            settings = defaults
-        else:
-            settings = _Settings(
-                enabled=defaults.enabled if own.enabled is None else own.enabled,
-                threshold=defaults.threshold if own.threshold is None else own.threshold,
-                verify=defaults.verify if own.verify is None else own.verify,
-                cache_nondeterministic=defaults.cache_nondeterministic
-                if own.cache_nondeterministic is None
-                else own.cache_nondeterministic,
-            )
-        self._team_settings[team] = (raw, settings)
-        return settings
-
-    def _warn(self, message: str, err: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY_S:
-            self._warned_at = now
-            log.warning(message, extra={"error": str(err)})

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.procs import Proc, run_gateway, run_sim, team_key
+from tests.support.recorder import Recorder, recording
 
 # Every kind of upstream the gateway speaks: the OpenAI wire over HTTP (the fast path),
 # the Anthropic wire through the litellm adapter, and the in-process simulator.
@@ -49,3 +50,18 @@ def api_key(gateway: Proc) -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# A simulator recorded on its way (what really reached it), and one that always answers 500.
+
+@pytest.fixture(scope="module")
+def good(sim: Proc) -> Iterator[Recorder]:
+    with recording(sim.url) as recorder:
+        yield recorder
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
+    with run_sim(tmp_path_factory.mktemp("sim-500"), "--fault", "500", "--fault-rate", "1") as failing:
+        with recording(failing.url) as recorder:
+            yield recorder

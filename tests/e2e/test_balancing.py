@@ -79,19 +79,6 @@ models:
 
 
 @pytest.fixture(scope="module")
-def good(sim: Proc) -> Iterator[Recorder]:
-    with recording(sim.url) as recorder:
-        yield recorder
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
-    with run_sim(tmp_path_factory.mktemp("sim-500"), "--fault", "500", "--fault-rate", "1") as failing:
-        with recording(failing.url) as recorder:
-            yield recorder
-
-
-@pytest.fixture(scope="module")
 def hang(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     with run_sim(tmp_path_factory.mktemp("sim-hang"), "--fault", "timeout", "--fault-rate", "1") as proc:
         yield proc

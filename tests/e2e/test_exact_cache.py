@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.support.procs import Proc, admin, http, ledger_with, run_gateway, team_key
+from tests.support.procs import Proc, admin, gateways_on_redis, http, ledger_with, run_gateway, team_key
 
 pytestmark = pytest.mark.e2e
 
@@ -305,13 +305,11 @@ REDIS_DB = 9
 
 @pytest.fixture(scope="module")
 def pair(sim: Proc, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    work: Path = tmp_path_factory.mktemp("exact-cache-redis")
-    store = f'{{backend: redis, url: "{redis_url.rsplit("/", 1)[0]}/{REDIS_DB}"}}'
-    with (
-        run_gateway(work, CONFIG.format(store=store, spool=work / "spool-a", sim=sim.url)) as first,
-        run_gateway(work, CONFIG.format(store=store, spool=work / "spool-b", sim=sim.url)) as second,
-    ):
-        yield first, second
+    def config(store: str, spool: Path) -> str:
+        return CONFIG.format(store=store, spool=spool, sim=sim.url)
+
+    with gateways_on_redis(tmp_path_factory.mktemp("exact-cache-redis"), redis_url, REDIS_DB, config) as both:
+        yield both
 
 
 def test_two_instances_on_one_redis_share_hits(pair: tuple[Proc, Proc]) -> None:

@@ -81,19 +81,6 @@ models:
 
 
 @pytest.fixture(scope="module")
-def good(sim: Proc) -> Iterator[Recorder]:
-    with recording(sim.url) as recorder:
-        yield recorder
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorder]:
-    with run_sim(tmp_path_factory.mktemp("sim-500"), "--fault", "500", "--fault-rate", "1") as failing:
-        with recording(failing.url) as recorder:
-            yield recorder
-
-
-@pytest.fixture(scope="module")
 def routed(good: Recorder, bad: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     work: Path = tmp_path_factory.mktemp("routing")
     with run_gateway(

@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.procs import Proc, ledger_with, run_gateway, team_key
+from tests.support.procs import Proc, gateways_on_redis, ledger_with, run_gateway, team_key
 
 pytestmark = pytest.mark.e2e
 
@@ -135,13 +135,11 @@ def test_a_different_number_is_never_served_a_similar_questions_answer(gw: Proc)
 
 @pytest.fixture(scope="module")
 def pair(sim: Proc, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    work: Path = tmp_path_factory.mktemp("semantic-cache-redis")
-    store = f'{{backend: redis, url: "{redis_url.rsplit("/", 1)[0]}/{REDIS_DB}"}}'
-    with (
-        run_gateway(work, CONFIG.format(store=store, spool=work / "spool-a", sim=sim.url)) as first,
-        run_gateway(work, CONFIG.format(store=store, spool=work / "spool-b", sim=sim.url)) as second,
-    ):
-        yield first, second
+    def config(store: str, spool: Path) -> str:
+        return CONFIG.format(store=store, spool=spool, sim=sim.url)
+
+    with gateways_on_redis(tmp_path_factory.mktemp("semantic-cache-redis"), redis_url, REDIS_DB, config) as both:
+        yield both
 
 
 def test_two_instances_on_one_redis_share_hits(pair: tuple[Proc, Proc]) -> None:

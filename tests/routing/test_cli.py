@@ -35,8 +35,10 @@ def test_train_on_a_csv_writes_the_artifact(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "40 prompts (0 excluded)" in result.stdout
     assert "| 95.0% |" in result.stdout
+    assert "logistic regression on expected_gain" in result.stdout
     meta = json.loads((tmp_path / "r" / "router.json").read_text())
     assert meta["strong_model"] == STRONG and meta["training_data"]["rows"] == 40
+    assert meta["model"]["label_kind"] == "expected_gain"
     assert (tmp_path / "r" / "model.npz").is_file()
 
 
@@ -81,3 +83,11 @@ def test_too_many_folds_is_an_error(tmp_path: Path) -> None:
     result = run("--data", str(data), "--strong", STRONG, "--weak", WEAK, "--out", str(tmp_path / "r"), "--folds", "9")
     assert result.returncode == 2
     assert "--folds must be between 2 and the number of labelled prompts (4), got 9" in result.stderr
+
+
+def test_the_hard_label_can_be_chosen(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "labels.csv")
+    result = run("--data", str(data), "--strong", STRONG, "--weak", WEAK, "--out", str(tmp_path / "r"),
+                 "--folds", "4", "--features", "ngrams,structure", "--label", "needs_strong")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r" / "router.json").read_text())["model"]["label_kind"] == "needs_strong"

@@ -11,7 +11,7 @@ from gateway.routing.calibration import calibration_table, cheapest_point, quali
 from gateway.routing.data import LabelledSet
 from gateway.routing.features import FeatureSpec, Featurizer, hashed_counts, structure, tokens
 from gateway.routing.model import fit_logistic
-from gateway.routing.router import Router, train_router
+from gateway.routing.router import Router, expected_gain, needs_strong, train_router
 
 # Only text features here: the tests need no model files, and they stay fast.
 TEXT_SPEC = FeatureSpec(kinds=("ngrams", "structure"), hash_dim=256)
@@ -122,3 +122,26 @@ def test_artifact_round_trip_gives_identical_decisions(tmp_path: Path) -> None:
 def test_loading_something_else_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"is not a router artifact: it needs router\.json and model\.npz"):
         Router.load(tmp_path)
+
+
+def test_expected_gain_label_ranks_by_the_strong_models_gain() -> None:
+    right_wrong = LabelledSet(["a", "b", "c", "d"], np.array([1.0, 1.0, 0.0, 0.0]), np.array([0.0, 1.0, 1.0, 0.0]))
+    assert expected_gain(right_wrong).tolist() == [1.0, 0.5, 0.0, 0.5]
+    assert needs_strong(right_wrong).tolist() == [1.0, 0.0, 0.0, 0.0]
+    judged = LabelledSet(["a", "b"], np.array([10.0, 4.0]), np.array([1.0, 7.0]))  # span 9
+    assert expected_gain(judged).tolist() == [1.0, pytest.approx(1 / 3)]
+    same = LabelledSet(["a", "b"], np.ones(2), np.ones(2))
+    assert expected_gain(same).tolist() == [0.5, 0.5]
+
+
+def test_training_records_the_label_and_keeps_the_hard_one_available() -> None:
+    data = synthetic()
+    soft, _ = train_router(data, "strong", "weak", TEXT_SPEC, l2=0.1, folds=4)
+    hard, _ = train_router(data, "strong", "weak", TEXT_SPEC, l2=0.1, folds=4, label="needs_strong")
+    assert soft.meta["model"]["label_kind"] == "expected_gain"
+    assert hard.meta["model"]["label_kind"] == "needs_strong"
+    for router in (soft, hard):
+        assert router.decide("Prove the theorem about matrices with a formal proof.", target=1.0).use_strong
+        assert not router.decide("Say hello to my friend Ann, please.", target=1.0).use_strong
+    with pytest.raises(ValueError, match="label must be one of"):
+        train_router(data, "strong", "weak", TEXT_SPEC, folds=4, label="bogus")

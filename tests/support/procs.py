@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,20 @@ def run_gateway(workdir: Path, config: str, *, master_key: str = "tg-master-test
         yield Proc(f"http://127.0.0.1:{port}", proc, log, master_key)
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def gateways_on_redis(
+    workdir: Path, redis_url: str, db: int, config: Callable[[str, Path], str]
+) -> Iterator[tuple[Proc, Proc]]:
+    """Two gateway processes sharing one Redis database; `config(store, spool_dir)` gives each
+    its YAML (each keeps its own ledger spool)."""
+    store = f'{{backend: redis, url: "{redis_url.rsplit("/", 1)[0]}/{db}"}}'
+    with (
+        run_gateway(workdir, config(store, workdir / "spool-a")) as first,
+        run_gateway(workdir, config(store, workdir / "spool-b")) as second,
+    ):
+        yield first, second
 
 
 def http(method: str, url: str, *, body: Any = None, raw: bytes | None = None,

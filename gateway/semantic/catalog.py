@@ -1,19 +1,21 @@
 """The semantic cache's entries, one index per namespace, shared by every instance.
 
 An entry is a question (the last user turn's text), its embedding, and the key of its
-answer in the cache storage. Entries live in one append-only store log: the sequence
-number the store gives an entry is its id everywhere, so every instance that reads the log
-builds the same indexes. An instance adds its own entries at once and tails the log for
-the others' (every `sync_interval_s`), so a question answered behind one gateway is a hit
-behind another within that interval.
+answer in the cache storage. Entries live in append-only store logs, one per time segment
+(a TTL long): the segment and the sequence number the store gives an entry make its id
+everywhere, so every instance that reads the logs builds the same indexes. An instance adds
+its own entries at once and tails the two live segments for the others' (every
+`sync_interval_s`), so a question answered behind one gateway is a hit behind another
+within that interval.
 
 A namespace is a team and the fingerprint of the question's context (system prompt,
 earlier turns, tools, model, parameters): an index never holds two teams' entries, and a
 follow-up is only compared with follow-ups of the same conversation.
 
-Entries older than the answer TTL are dropped when read and swept from memory; an entry
-whose answer was evicted from storage is dropped at its next lookup. The log itself is
-never rewritten (the store has no trim): at start-up old records are skipped, not removed.
+Entries older than the answer TTL are skipped when read and swept from memory; an entry
+whose answer was evicted from storage is dropped at its next lookup. A segment whose
+entries have all expired is dropped from the store as a whole, so the logs stay bounded by
+what was written in the last two TTLs.
 """
 
 from __future__ import annotations
@@ -35,7 +37,18 @@ from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("tollgate.semantic_cache")
 
-LOG_NAME = "semantic-cache"
+LOG_PREFIX = "semantic-cache:"
+# Segments older than this many are assumed dropped already (by this or another instance).
+_DROP_LOOKBACK = 8
+
+
+def segment_log(segment: int) -> str:
+    return f"{LOG_PREFIX}{segment}"
+
+
+def _entry_id(segment: int, seq: int) -> int:
+    """Unique across segments, and a non-negative 64-bit integer for the index."""
+    return (segment << 32) | seq
 _HEADER = struct.Struct("<I")
 _READ_BATCH = 1000
 
@@ -87,7 +100,11 @@ class Catalog:
         self._executor = executor
         self._indexes: dict[str, VectorIndex] = {}
         self._entries: dict[int, Entry] = {}
-        self._cursor = 0
+        # Entries go to one log per time segment (a TTL long, a minute at least), so a whole
+        # segment can be dropped once every entry in it has expired: the store stays bounded.
+        self._segment_s = max(ttl_s, 60.0)
+        self._cursors: dict[int, int] = {}
+        self._dropped_below = 0
         self._task: asyncio.Task[None] | None = None
         self._sync_lock = asyncio.Lock()
         self._swept_at = clock()
@@ -127,36 +144,63 @@ class Catalog:
         """Add every record appended since the last read; returns how many were added."""
         added = 0
         async with self._sync_lock:
-            while True:
-                records = await self._store.read_log(LOG_NAME, after=self._cursor, limit=_READ_BATCH)
-                if not records:
-                    return added
-                oldest = self._clock() - self._ttl_s
-                fresh: list[tuple[int, Entry, np.ndarray]] = []
-                for seq, record in records:
-                    self._cursor = max(self._cursor, seq)
-                    if seq in self._entries:
-                        continue
-                    try:
-                        entry, vector = decode(record)
-                    except (ValueError, KeyError, struct.error):
-                        log.warning("semantic cache: skipping unreadable record %d", seq)
-                        continue
-                    if entry.created >= oldest and vector.shape == (self._dim,):
-                        fresh.append((seq, entry, vector))
-                if fresh:
-                    await self._run(self._put, fresh)
-                    added += len(fresh)
-                if len(records) < _READ_BATCH:
-                    return added
+            current = self.segment_of(self._clock())
+            # Entries younger than the TTL are in this segment or the one before.
+            for segment in (current - 1, current):
+                added += await self._read_segment(segment)
+            for segment in [s for s in self._cursors if s < current - 1]:
+                del self._cursors[segment]
+            await self._drop_expired(current)
+        return added
+
+    async def _read_segment(self, segment: int) -> int:
+        added = 0
+        name = segment_log(segment)
+        while True:
+            after = self._cursors.get(segment, 0)
+            records = await self._store.read_log(name, after=after, limit=_READ_BATCH)
+            if not records:
+                return added
+            oldest = self._clock() - self._ttl_s
+            fresh: list[tuple[int, Entry, np.ndarray]] = []
+            for seq, record in records:
+                self._cursors[segment] = max(self._cursors.get(segment, 0), seq)
+                entry_id = _entry_id(segment, seq)
+                if entry_id in self._entries:
+                    continue
+                try:
+                    entry, vector = decode(record)
+                except (ValueError, KeyError, struct.error):
+                    log.warning("semantic cache: skipping unreadable record %d of %s", seq, name)
+                    continue
+                if entry.created >= oldest and vector.shape == (self._dim,):
+                    fresh.append((entry_id, entry, vector))
+            if fresh:
+                await self._run(self._put, fresh)
+                added += len(fresh)
+            if len(records) < _READ_BATCH:
+                return added
+
+    async def _drop_expired(self, current: int) -> None:
+        """Remove segments whose entries are all past the TTL (any instance may; it is idempotent)."""
+        if self._dropped_below >= current - 1:
+            return
+        for segment in range(max(self._dropped_below, current - 1 - _DROP_LOOKBACK), current - 1):
+            await self._store.drop_log(segment_log(segment))
+        self._dropped_below = current - 1
+
+    def segment_of(self, moment: float) -> int:
+        return int(moment // self._segment_s)
 
     # --- entries --------------------------------------------------------------------------
 
     async def add(self, entry: Entry, vector: np.ndarray) -> int:
         """Append an entry to the shared log and index it here at once; returns its id."""
-        seq = await self._store.append(LOG_NAME, encode(entry, vector))
-        await self._run(self._put, [(seq, entry, vector)])
-        return seq
+        segment = self.segment_of(entry.created)
+        seq = await self._store.append(segment_log(segment), encode(entry, vector))
+        entry_id = _entry_id(segment, seq)
+        await self._run(self._put, [(entry_id, entry, vector)])
+        return entry_id
 
     async def _run(
         self,

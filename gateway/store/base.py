@@ -106,6 +106,14 @@ class Store(Protocol):
     async def read_log(self, log: str, *, after: int = 0, limit: int = 1000) -> list[tuple[int, bytes]]:
         """Records with a sequence number greater than after, oldest first, at most limit."""
 
+    async def drop_log(self, log: str) -> bool:
+        """Remove a whole log; True when it had records. Appending to it again starts at 1.
+
+        Logs are never trimmed record by record (sequence numbers stay stable for readers);
+        a writer that needs bounded storage writes to time-segmented logs and drops whole
+        segments once nothing in them is wanted (the semantic cache does).
+        """
+
     async def ping(self) -> None:
         """Raise StoreUnavailable if the backend cannot serve requests."""
 

@@ -126,6 +126,10 @@ class MemoryStore:
         records = self._logs.get(log, [])[start : start + max(limit, 0)]
         return [(start + i + 1, record) for i, record in enumerate(records)]
 
+    async def drop_log(self, log: str) -> bool:
+        self._check_open()
+        return bool(self._logs.pop(log, None))
+
     def _live_counters(self, keys: Iterable[str], now: float) -> dict[str, int]:
         values: dict[str, int] = {}
         for key in keys:

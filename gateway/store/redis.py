@@ -379,6 +379,10 @@ class RedisStore:
             records = await self._client.lrange(self._log_prefix + log, start, start + limit - 1)
         return [(start + i + 1, _as_bytes(record)) for i, record in enumerate(records)]
 
+    async def drop_log(self, log: str) -> bool:
+        with self._translated():
+            return int(await self._client.delete(self._log_prefix + log)) > 0
+
     async def ping(self) -> None:
         with self._translated():
             await self._client.ping()

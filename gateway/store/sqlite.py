@@ -267,6 +267,10 @@ class SqliteStore:
         )
         return [(int(seq), bytes(record)) for seq, record in rows]
 
+    async def drop_log(self, log: str) -> bool:
+        rows = await self._rows("DELETE FROM log WHERE log = ? RETURNING seq", (log,))
+        return bool(rows)
+
     async def ping(self) -> None:
         await self._rows("SELECT 1", ())
 

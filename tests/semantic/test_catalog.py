@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from gateway.semantic.catalog import LOG_NAME, Catalog, Entry, decode, encode
+from gateway.semantic.catalog import Catalog, Entry, decode, encode, segment_log
 from gateway.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +58,7 @@ async def test_a_long_log_is_read_in_pages_and_a_bad_record_is_skipped() -> None
     writer = Catalog(store, DIM, ttl_s=60, clock=clock)
     for n in range(1_500):
         await writer.add(Entry("ns", f"q{n}", f"k{n}", clock()), _vector(n))
-    await store.append(LOG_NAME, b"\x00\x01 not a record")
+    await store.append(segment_log(writer.segment_of(clock())), b"\x00\x01 not a record")
     reader = Catalog(store, DIM, ttl_s=60, clock=clock)
     assert await reader.sync() == 1_500
     assert len(reader) == 1_500
@@ -87,3 +87,21 @@ async def test_a_dropped_entry_is_skipped_at_once_and_leaves_its_index() -> None
         assert catalog.entry(seq) is None and len(catalog) == 0
         await catalog.add(Entry("other", "q", "k", clock()), _vector(2))  # runs after the removal
         assert catalog.index("ns") is None
+
+
+async def test_segments_whose_entries_all_expired_are_dropped_from_the_store() -> None:
+    store, clock = MemoryStore(), Clock()
+    catalog = Catalog(store, DIM, ttl_s=60, clock=clock)
+    first = catalog.segment_of(clock())
+    await catalog.add(Entry("ns", "old", "k1", clock()), _vector(1))
+    clock.now += 60
+    young = await catalog.add(Entry("ns", "young", "k2", clock()), _vector(2))
+    await catalog.sync()
+    assert await store.read_log(segment_log(first)) != []  # one TTL on: still the previous segment
+    clock.now += 60
+    await catalog.sync()
+    assert await store.read_log(segment_log(first)) == []
+    assert catalog.entry(young) is not None
+    # A reader started now sees only what is younger than the TTL.
+    late = Catalog(store, DIM, ttl_s=60, clock=clock)
+    assert await late.sync() == 1

@@ -174,6 +174,18 @@ async def test_append_and_read_log(store: Store) -> None:
     assert await store.read_log("other") == [(1, b"x")]
 
 
+async def test_a_dropped_log_is_gone_and_starts_again_at_one(store: Store) -> None:
+    await store.append_many("segment-1", [b"a", b"b"])
+    await store.append("segment-2", b"kept")
+    await store.set("segment-1", b"a key of the same name")
+    assert await store.drop_log("segment-1") is True
+    assert await store.read_log("segment-1") == []
+    assert await store.drop_log("segment-1") is False
+    assert await store.append("segment-1", b"again") == 1
+    assert await store.read_log("segment-2") == [(1, b"kept")]
+    assert await store.get("segment-1") == b"a key of the same name"
+
+
 async def test_logs_and_keys_do_not_share_names(store: Store) -> None:
     await store.append("name", b"record")
     assert await store.get("name") is None

@@ -8,7 +8,7 @@ import sys
 from gateway.routing.calibration import DEFAULT_TARGETS, cheapest_point, random_share
 from gateway.routing.data import RouterDataError, load_labelled, read_excluded
 from gateway.routing.features import KINDS, FeatureSpec
-from gateway.routing.router import DEFAULT_L2, train_router
+from gateway.routing.router import DEFAULT_L2, DEFAULT_LABEL, LABELS, train_router
 
 
 def add_router_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,6 +23,10 @@ def add_router_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     train.add_argument("--exclude", action="append", default=[], help="JSONL of prompts to leave out (repeatable)")
     train.add_argument("--features", default="structure,static", help=f"comma list of {', '.join(KINDS)}")
     train.add_argument("--l2", type=float, default=DEFAULT_L2, help="L2 regularisation per example")
+    train.add_argument(
+        "--label", choices=sorted(LABELS), default=DEFAULT_LABEL,
+        help="what the model learns: the strong model's expected gain (default) or 1 where it scores higher",
+    )  # fmt: skip
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=run_train)
 
@@ -46,7 +50,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.l2 < 0:
         return _fail(f"--l2 must be >= 0, got {args.l2}")
     try:
-        router, report = train_router(data, args.strong, args.weak, spec, args.l2, args.folds, args.seed)
+        router, report = train_router(
+            data, args.strong, args.weak, spec, args.l2, args.folds, args.seed, label=args.label
+        )
         out = router.save(args.out)
     except (ValueError, OSError, RuntimeError) as err:
         return _fail(str(err))
@@ -56,7 +62,10 @@ def run_train(args: argparse.Namespace) -> int:
         f"{len(data)} prompts ({summary['excluded_rows']} excluded); mean score strong {strong_mean:.3f}, "
         f"weak {weak_mean:.3f}; strong needed on {summary['strong_needed_share']:.1%}"
     )
-    print(f"features {'+'.join(spec.kinds)}, logistic regression, l2 {args.l2:g}; {report.folds}-fold held-out curve:\n")
+    print(
+        f"features {'+'.join(spec.kinds)}, logistic regression on {args.label}, l2 {args.l2:g}; "
+        f"{report.folds}-fold held-out curve:\n"
+    )
     print("| target (share of strong quality) | threshold | strong calls | quality kept | random routing needs |")
     print("|---|---|---|---|---|")
     for target in DEFAULT_TARGETS:

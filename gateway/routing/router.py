@@ -1,10 +1,15 @@
 """The learned router: train from labelled prompts, save and load the artifact, decide per prompt.
 
-The model predicts P(the strong model is needed) = P(strong score > weak score) for a prompt,
-a logistic regression over `gateway.routing.features`. Its thresholds come from held-out
-(k-fold, out-of-fold) predictions: for each quality target, the threshold with the least
-share of strong calls that still keeps the target (gateway.routing.calibration). The final
-model is then fitted on every prompt, with the same regularisation as the folds.
+The model is a logistic regression over `gateway.routing.features`. Its default label is the
+strong model's expected gain, soft: (strong - weak + R) / 2R in [0, 1], R the span of the
+scores in the data (1 for right/wrong), so the score ranks prompts by E[strong - weak], which
+is what the quality curve rewards. The earlier label, 1 where the strong score is higher,
+treats "both right" and "only the weak one right" alike; it stays available (`needs_strong`).
+
+Thresholds come from held-out (k-fold, out-of-fold) predictions: for each quality target,
+the threshold with the least share of strong calls that still keeps the target
+(gateway.routing.calibration). The final model is then fitted on every prompt, with the
+same label and regularisation as the folds.
 
 Artifact: a directory with `router.json` (format, feature spec, encoder names, models,
 calibration table, data summary) and `model.npz` (weights, bias, IDF, standardisation).
@@ -35,14 +40,14 @@ DEFAULT_TARGET = 0.95
 @dataclass(frozen=True, slots=True)
 class Decision:
     use_strong: bool
-    score: float  # P(the strong model is needed)
+    score: float  # the model's output in [0, 1]: higher, the strong model is more needed
     threshold: float  # strong iff score > threshold
     target: float  # the calibrated target whose threshold was used
 
 
 @dataclass(slots=True)
 class TrainingReport:
-    held_out_scores: np.ndarray  # [n] out-of-fold P(strong needed)
+    held_out_scores: np.ndarray  # [n] out-of-fold scores
     curve: list[CurvePoint]
     folds: int
     seconds: float
@@ -122,8 +127,34 @@ class Router:
 
 
 def needs_strong(data: LabelledSet) -> np.ndarray:
-    """The label: 1 where the strong model scores strictly higher (ties: the weak one is enough)."""
+    """Hard label: 1 where the strong model scores strictly higher (ties: the weak one is enough)."""
     return (data.strong > data.weak).astype(np.float64)
+
+
+def expected_gain(data: LabelledSet) -> np.ndarray:
+    """Soft label: the strong model's gain mapped onto [0, 1]; 0.5 where both score the same.
+
+    (strong - weak + R) / 2R with R the span of every score in the data (1 for right/wrong,
+    9 for a 1-10 judge). A logistic fit of it estimates (E[strong - weak] + R) / 2R, monotone
+    in the expected gain: "only the weak one right" now counts against the strong model.
+    """
+    scores = np.concatenate([data.strong, data.weak])
+    span = float(scores.max() - scores.min()) if len(scores) else 0.0
+    if span <= 0:
+        return np.full(len(data), 0.5)
+    gain: np.ndarray = (data.strong - data.weak + span) / (2.0 * span)
+    return gain
+
+
+LABELS = {"expected_gain": expected_gain, "needs_strong": needs_strong}
+LABEL_TEXT = {"expected_gain": "(strong - weak + span) / (2 span)", "needs_strong": "strong_score > weak_score"}
+DEFAULT_LABEL = "expected_gain"
+
+
+def labels_for(data: LabelledSet, label: str) -> np.ndarray:
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
+    return LABELS[label](data)
 
 
 def _fit(prompts: list[str], labels: np.ndarray, spec: FeatureSpec, l2: float, encoders: tuple[Any, Any]) -> tuple[Featurizer, LogisticModel]:
@@ -137,13 +168,19 @@ def fold_ids(n: int, folds: int, seed: int = 0) -> np.ndarray:
 
 
 def held_out_scores(
-    data: LabelledSet, spec: FeatureSpec, l2: float, folds: int, seed: int = 0, encoders: tuple[Any, Any] = (None, None)
+    data: LabelledSet,
+    spec: FeatureSpec,
+    l2: float,
+    folds: int,
+    seed: int = 0,
+    encoders: tuple[Any, Any] = (None, None),
+    label: str = DEFAULT_LABEL,
 ) -> np.ndarray:
-    """Out-of-fold P(strong needed): each prompt scored by a router that never saw it."""
+    """Out-of-fold scores: each prompt scored by a router that never saw it."""
     if folds < 2 or folds > len(data):
         raise ValueError(f"folds must be between 2 and the number of prompts ({len(data)}), got {folds}")
     encoders = load_encoders(spec, *encoders)
-    labels = needs_strong(data)
+    labels = labels_for(data, label)
     ids = fold_ids(len(data), folds, seed)
     scores = np.zeros(len(data))
     for fold in range(folds):
@@ -164,13 +201,15 @@ def train_router(
     seed: int = 0,
     targets: tuple[float, ...] = DEFAULT_TARGETS,
     encoders: tuple[Any, Any] = (None, None),
+    label: str = DEFAULT_LABEL,
 ) -> tuple[Router, TrainingReport]:
     """Calibrate on out-of-fold scores, then fit the served model on every prompt."""
     started = time.perf_counter()
     spec = spec or FeatureSpec()
+    labels = labels_for(data, label)
     encoders = load_encoders(spec, *encoders)
-    scores = held_out_scores(data, spec, l2, folds, seed, encoders)
-    featurizer, model = _fit(data.prompts, needs_strong(data), spec, l2, encoders)
+    scores = held_out_scores(data, spec, l2, folds, seed, encoders, label)
+    featurizer, model = _fit(data.prompts, labels, spec, l2, encoders)
     curve = quality_curve(scores, data.strong, data.weak)
     meta = {
         "format": ARTIFACT_FORMAT,
@@ -181,7 +220,7 @@ def train_router(
             "static": getattr(featurizer.static, "name", None),
             "embedding": getattr(featurizer.embedder, "name", None),
         },
-        "model": {"kind": "logistic_regression", "label": "strong_score > weak_score", "l2": l2},
+        "model": {"kind": "logistic_regression", "label": LABEL_TEXT[label], "label_kind": label, "l2": l2},
         "calibration": calibration_table(scores, data.strong, data.weak, targets),
         "calibration_method": f"{folds}-fold out-of-fold scores, seed {seed}",
         "training_data": data.summary(),

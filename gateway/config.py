@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gateway.compress.settings import CompressStageConfig
+from gateway.context.settings import HistoryConfig, PruneToolResultsConfig, ToolSelectionConfig
 from policies.loading import describe_validation_error
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -267,6 +269,16 @@ class ExactCacheStageConfig(_Strict):
     cache_nondeterministic: bool = False
 
 
+class ContextStageConfig(_Strict):
+    """Tool selection, stale tool-result pruning and history summarisation (docs/context.md);
+    a team's policy may switch each off or retune it under `stages.context`."""
+
+    enabled: bool = True
+    tool_selection: ToolSelectionConfig = Field(default_factory=ToolSelectionConfig)
+    prune_tool_results: PruneToolResultsConfig = Field(default_factory=PruneToolResultsConfig)
+    history: HistoryConfig = Field(default_factory=HistoryConfig)
+
+
 class SemanticCacheStageConfig(_Strict):
     """Answers a question asked before in other words (docs/caching.md); a team's policy may
     override `enabled`, `threshold`, `verify` and `cache_nondeterministic` under
@@ -302,6 +314,8 @@ class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
     policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
     exact_cache: ExactCacheStageConfig = Field(default_factory=ExactCacheStageConfig)
+    context: ContextStageConfig = Field(default_factory=ContextStageConfig)
+    compress: CompressStageConfig = Field(default_factory=CompressStageConfig)
     semantic_cache: SemanticCacheStageConfig = Field(default_factory=SemanticCacheStageConfig)
     route: RouteStageConfig = Field(default_factory=RouteStageConfig)
 

@@ -187,3 +187,17 @@ def load_embedder(backend: Backend = "onnx", model: str | None = None) -> Embedd
         model_dir = _default_model_dir() if model is None else Path(model).resolve()
         return SentenceTransformerEmbedder(model_dir)
     raise ValueError(f"unknown embedding backend {backend!r}: expected 'onnx' or 'sentence-transformers'")
+
+
+_SHARED: dict[tuple[str, str | None], Embedder] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_embedder(backend: Backend = "onnx", model: str | None = None) -> Embedder:
+    """One embedder per (backend, model) for the whole process: the stages that embed (the
+    semantic cache, tool selection) share its memory and its load time. Thread-safe."""
+    with _SHARED_LOCK:
+        embedder = _SHARED.get((backend, model))
+        if embedder is None:
+            embedder = _SHARED[(backend, model)] = load_embedder(backend, model)
+        return embedder

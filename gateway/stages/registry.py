@@ -12,11 +12,12 @@ from typing import Any
 
 from gateway.accounting.prices import PriceTable
 from gateway.cache.versions import AnswerVersions
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.dispatch import Dispatcher
 from gateway.keys import KeyRing
 from gateway.pipeline import CANONICAL_ORDER, RequestContext, Stage
 from gateway.stages.auth import AuthStage
+from gateway.stages.compress import CompressStage
 from gateway.stages.exact_cache import ExactCacheStage
 from gateway.stages.policy import PolicyStage
 from gateway.stages.policy_source import PolicySource, file_from_env
@@ -62,14 +63,34 @@ def _exact_cache(config: Config, deps: StageDeps) -> Stage | None:
     return ExactCacheStage(config, deps.store, deps.dispatcher)
 
 
+def _compress(config: Config, deps: StageDeps) -> Stage | None:
+    settings = config.stages.compress
+    if not settings.enabled:
+        return None
+    return CompressStage(settings)
+
+
+def _context(config: Config, deps: StageDeps) -> Stage | None:
+    settings = config.stages.context
+    if not settings.enabled:
+        return None
+    summary_model = settings.history.summary_model
+    if settings.history.active and summary_model and not deps.dispatcher.knows(summary_model):
+        raise ConfigError(f"stages.context.history.summary_model: unknown model alias {summary_model!r}")
+    from gateway.stages.context import ContextStage, load_tool_embedder  # embedders load only when used
+
+    embedder = load_tool_embedder(settings.tool_selection) if settings.tool_selection.enabled else None
+    return ContextStage(settings, deps.store, deps.dispatcher, deps.prices, embedder)
+
+
 def _semantic_cache(config: Config, deps: StageDeps) -> Stage | None:
     settings = config.stages.semantic_cache
     if not settings.enabled:
         return None
-    from gateway.semantic.embedder import load_embedder  # onnxruntime loads only when used
+    from gateway.semantic.embedder import shared_embedder  # onnxruntime loads only when used
 
     versions = AnswerVersions(config, deps.dispatcher, stage="semantic_cache")
-    return SemanticCacheStage(settings, deps.store, versions, load_embedder(settings.backend, settings.model))
+    return SemanticCacheStage(settings, deps.store, versions, shared_embedder(settings.backend, settings.model))
 
 
 def _route(config: Config, deps: StageDeps) -> Stage | None:
@@ -89,6 +110,8 @@ REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
     "policy": _policy,
     "exact_cache": _exact_cache,
+    "context": _context,
+    "compress": _compress,
     "semantic_cache": _semantic_cache,
     "route": _route,
 }

@@ -98,10 +98,34 @@ async def _admit_route() -> tuple[Stage, Callable[[RequestContext], None]]:
     return stage, prepare
 
 
+async def _admit_compress() -> tuple[Stage, Callable[[RequestContext], None]]:
+    config = parse_config({"models": SIM_MODELS, "stages": {"compress": {"level": 0.5}}})
+    stage = REGISTRY["compress"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        pass
+
+    return stage, prepare
+
+
+async def _admit_context() -> tuple[Stage, Callable[[RequestContext], None]]:
+    config = parse_config({"models": SIM_MODELS, "stages": {"context": {"tool_selection": {"embedder": "static"}}}})
+    stage = REGISTRY["context"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        pass
+
+    return stage, prepare
+
+
 ADMIT: dict[str, Setup] = {
     "auth": _admit_auth,
     "policy": _admit_policy,
     "exact_cache": _admit_exact_cache,
+    "context": _admit_context,
+    "compress": _admit_compress,
     "semantic_cache": _admit_semantic_cache,
     "route": _admit_route,
 }

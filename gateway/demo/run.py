@@ -67,6 +67,8 @@ POLICIES: dict[str, dict[str, Any]] = {
     "support": {"stages": {"route": {"prefer": "weak"}}},
     "research": {
         "rate_limits": {"requests_per_minute": 600, "concurrent": 20},
+        # Long pasted documents are cut to about half, keeping what the question needs.
+        "stages": {"compress": {"level": 0.5}},
         "per_model": {"gpt-4o": {"budgets": [_GPT_4O_DAILY]}},
     },
 }

@@ -1,7 +1,8 @@
 """A generated, realistic mix of traffic, the same for a given seed.
 
 Teams send what teams send: support chats with growing history, help-centre questions
-asked again and again in a few wordings, document summaries,
+asked again and again in a few wordings, questions about long pasted reports, agents that
+send their whole toolbox, document summaries,
 tool-using agents, classification jobs nobody waits for, embeddings for search, and
 marketing copy from a team on a small budget. Each later cost stage has traffic here that
 it can act on.
@@ -47,6 +48,45 @@ _FAQ = [
     ("How do I export my invoices as a CSV file?", "How can I export my invoices as a CSV file?"),
     ("Where can I download last month's invoice?", "Where do I download last month's invoice?"),
 ]
+# What an operations report says, week by week: long documents a question is asked about.
+_REPORT_LINES = [
+    "In week {w}, the {product} team shipped {k} fixes and closed {m} support tickets.",
+    "Latency for {product} at the 99th percentile was {ms} ms in week {w}.",
+    "The on-call engineer for {product} was paged {k} times in week {w}, mostly at night.",
+    "Customers filed {m} feature requests about {product} in week {w}, twice the usual number.",
+    "The {product} error rate stayed under {k} per thousand requests throughout week {w}.",
+]
+# An agent's whole toolbox: far more tools than one request needs.
+_TOOLBOX = [
+    ("get_order_status", "Look up the shipping status of an order by its id."),
+    ("cancel_order", "Cancel an order that has not shipped yet."),
+    ("refund_payment", "Refund a captured payment in full or in part."),
+    ("update_shipping_address", "Change the delivery address of an open order."),
+    ("list_invoices", "List a customer's invoices for a date range."),
+    ("send_invoice_email", "Email an invoice PDF to the billing contact."),
+    ("create_support_ticket", "Open a support ticket with a subject and description."),
+    ("escalate_ticket", "Escalate a support ticket to the on-call engineer."),
+    ("reset_password", "Send a password reset link to a user."),
+    ("invite_user", "Invite a colleague to a workspace by email."),
+    ("remove_user", "Remove a user from a workspace."),
+    ("change_plan", "Move a workspace to another subscription plan."),
+    ("apply_coupon", "Apply a discount coupon to the next invoice."),
+    ("get_usage_report", "Usage of the product by day for a workspace."),
+    ("export_csv", "Export a table of records as a CSV file."),
+    ("schedule_call", "Book a call with the customer success team."),
+    ("translate_text", "Translate a short text into another language."),
+    ("search_help_center", "Search the help centre articles by keywords."),
+    ("get_weather", "Current weather for a city."),
+    ("convert_currency", "Convert an amount between two currencies at today's rate."),
+    ("check_sso_config", "Validate a workspace's single sign-on configuration."),
+    ("rotate_api_key", "Revoke an API key and issue a new one."),
+    ("get_audit_log", "Recent entries of a workspace's audit log."),
+    ("set_webhook_url", "Set the URL that receives webhook events."),
+    ("retry_webhook", "Send a failed webhook delivery again."),
+    ("pause_subscription", "Pause a subscription until a given date."),
+    ("track_parcel", "Track a parcel with the carrier's tracking number."),
+    ("estimate_delivery", "Estimate the delivery date of an order from its warehouse."),
+]
 _ORDER_TOOL = {
     "type": "function",
     "function": {
@@ -74,13 +114,15 @@ def build_workload(n: int, seed: int) -> list[Call]:
     rng = random.Random(seed)
     calls: list[Call] = []
     makers = [
-        (0.20, _support_chat),
-        (0.14, _summary),
-        (0.10, _agent_with_tools),
-        (0.14, _classification),
-        (0.10, _embeddings),
-        (0.16, _campaign_copy),
-        (0.16, _help_centre),
+        (0.18, _support_chat),
+        (0.10, _summary),
+        (0.06, _agent_with_tools),
+        (0.12, _classification),
+        (0.08, _embeddings),
+        (0.14, _campaign_copy),
+        (0.14, _help_centre),
+        (0.09, _report_question),
+        (0.09, _agent_with_toolbox),
     ]
     weights = [w for w, _ in makers]
     for i in range(n):
@@ -130,6 +172,50 @@ def _summary(rng: random.Random, i: int) -> Call:
         "max_tokens": 300,
     }
     return Call("research", "chat", "gpt-4o", body, "document summary")
+
+
+def _report_question(rng: random.Random, i: int) -> Call:
+    """A specific question about a long report pasted as a document: compression keeps the
+    sentences the question needs and drops the rest (research's policy asks for it)."""
+    product = rng.choice(_PRODUCTS)
+    week = rng.randint(1, 52)
+    lines = []
+    for _ in range(rng.randint(30, 45)):
+        template = rng.choice(_REPORT_LINES)
+        lines.append(template.format(w=rng.randint(1, 52), product=rng.choice(_PRODUCTS), k=rng.randint(2, 40),
+                                     m=rng.randint(10, 400), ms=rng.randint(80, 900)))  # fmt: skip
+    ms = rng.randint(80, 900)
+    lines.insert(rng.randrange(len(lines)), _REPORT_LINES[1].format(w=week, product=product, ms=ms, k=0, m=0))
+    question = f"What was the 99th-percentile latency of the {product} in week {week}?"
+    body = {
+        "messages": [
+            {"role": "system", "content": "Answer questions about the operations report in one sentence."},
+            {"role": "user", "content": f"<document>\n{' '.join(lines)}\n</document>\n\n{question}"},
+        ],
+        "max_tokens": 60,
+        "temperature": 0,
+    }
+    return Call("research", "chat", "gpt-4o-mini", body, "report question")
+
+
+def _agent_with_toolbox(rng: random.Random, i: int) -> Call:
+    """An agent that sends its whole toolbox every time: tool selection sends the few that fit."""
+    order = f"A-{rng.randint(10000, 99999)}"
+    tools = [
+        {"type": "function", "function": {"name": name, "description": description,
+         "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}}
+        for name, description in _TOOLBOX
+    ]  # fmt: skip
+    tools[0] = _ORDER_TOOL
+    body = {
+        "messages": [
+            {"role": "system", "content": "You are an order assistant. Use tools to answer."},
+            {"role": "user", "content": f"Where is my parcel for order {order}? When will it arrive?"},
+        ],
+        "tools": tools,
+        "max_tokens": 150,
+    }
+    return Call("support", "tools", "gpt-4o-mini", body, "agent with a toolbox")
 
 
 def _agent_with_tools(rng: random.Random, i: int) -> Call:

@@ -57,6 +57,8 @@ def test_demo_prints_the_cost_table() -> None:
     assert all(_money(value) >= 0 for value in stage_lines.values())
     # Research's summaries went on gpt-4o-mini once its gpt-4o budget was spent.
     assert _money(stage_lines["policy"]) > 0
+    # Support's chats went to the small candidate of `assistant`; its agents' toolboxes were cut.
+    assert _money(stage_lines["route"]) > 0 and _money(stage_lines["context"]) > 0
 
     budgets = lines.index("budgets (tollgate budgets)")
     header = lines[budgets + 1]

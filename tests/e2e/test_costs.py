@@ -32,7 +32,7 @@ from tests.support.recorder import Recorder, recording
 CONFIG = """
 store: {{backend: sqlite, path: "{db}"}}
 router: {{retries: 0}}
-stages: {{auth: {{cache_ttl_s: 0}}, exact_cache: {{enabled: false}}, semantic_cache: {{enabled: false}}}}
+stages: {{auth: {{cache_ttl_s: 0}}, exact_cache: {{enabled: false}}, semantic_cache: {{enabled: false}}, context: {{enabled: false}}, compress: {{enabled: false}}}}
 models:
   gpt-4o:
     deployments: [{{provider: openai_compat, model: gpt-4o, api_base: "{upstream}/v1", api_key: k, timeout_s: 5}}]

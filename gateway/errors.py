@@ -53,6 +53,19 @@ class InvalidRequest(TollgateError):
     anthropic_type = "invalid_request_error"
 
 
+def header_choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    """A request header that takes one of a few values: the value in lower case, or a 400
+    naming the header and what it accepts."""
+    chosen = value.strip().lower()
+    if chosen not in allowed:
+        raise InvalidRequest(
+            f"Invalid value for header '{name}': {value!r}. Allowed values: {', '.join(allowed)}.",
+            param=name,
+            code="invalid_value",
+        )
+    return chosen
+
+
 class AuthenticationFailed(TollgateError):
     # OpenAI itself answers a bad key with type invalid_request_error, code invalid_api_key.
     status = 401

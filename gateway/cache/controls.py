@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.errors import CacheMiss, InvalidRequest
+from gateway.errors import CacheMiss, header_choice
 
 CACHE_HEADER = "x-tollgate-cache"
 CACHE_CONTROL = "cache-control"
@@ -73,13 +73,7 @@ def parse_controls(headers: Mapping[str, str]) -> CacheControls:
             if seconds.isdigit():
                 max_age = float(seconds)
     if mode is not None:
-        chosen = mode.strip().lower()
-        if chosen not in MODES:
-            raise InvalidRequest(
-                f"Invalid value for header '{CACHE_HEADER}': {mode!r}. Allowed values: {', '.join(MODES)}.",
-                param=CACHE_HEADER,
-                code="invalid_value",
-            )
+        chosen = header_choice(CACHE_HEADER, mode, MODES)
         only_if_cached = read = chosen == "only-if-cached"
         write = chosen == "refresh"
     return CacheControls(read=read, write=write, only_if_cached=only_if_cached, max_age_s=max_age)

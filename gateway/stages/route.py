@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.accounting.tokens import count_prompt
 from gateway.cache.keys import last_user_text
 from gateway.config import Config, RouteSpec
-from gateway.errors import InvalidRequest
+from gateway.errors import header_choice
 from gateway.pipeline import CallNext, RequestContext
 from gateway.providers.base import ProviderResponse
 from gateway.stages.team_settings import TeamOverrides
@@ -101,13 +101,7 @@ class RouteStage:
         """("strong" | "weak", the reason, the router's score if it was asked)."""
         asked = ctx.request_headers.get(ROUTE_HEADER) if ctx.request_headers else None
         if asked is not None:
-            wanted = asked.strip().lower()
-            if wanted not in _CHOICES:
-                raise InvalidRequest(
-                    f"Invalid value for header '{ROUTE_HEADER}': {asked!r}. Allowed values: {', '.join(_CHOICES)}.",
-                    param=ROUTE_HEADER,
-                    code="invalid_value",
-                )
+            wanted = header_choice(ROUTE_HEADER, asked, _CHOICES)
             if wanted != "auto":
                 return wanted, "header", None
         body = ctx.request.body

@@ -65,7 +65,7 @@ def exact_key(
         sorted((forwarded or {}).items()),
         canonical(request.body),
     ]
-    return f"xc:{namespace}:{_digest(material)}"
+    return f"xc:{namespace}:{digest(material)}"
 
 
 def deterministic(request: Request) -> bool:
@@ -98,7 +98,7 @@ def context_fingerprint(request: Request) -> str:
             body["messages"] = [*messages[:-1], last]
     elif request.endpoint == "completions" and isinstance(body.get("prompt"), str):
         body["prompt"] = ""
-    return _digest([_FORMAT, "context", request.endpoint, body])
+    return digest([_FORMAT, "context", request.endpoint, body])
 
 
 def last_user_text(request: Request) -> str | None:
@@ -170,6 +170,7 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot key a {type(value).__name__}")
 
 
-def _digest(material: Any) -> str:
+def digest(material: Any, *, size: int = 20) -> str:
+    """A stable hex digest of JSON-able material (read-only mappings included), keys sorted."""
     data = orjson.dumps(material, default=_plain, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
+    return hashlib.blake2b(data, digest_size=size).hexdigest()

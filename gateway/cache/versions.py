@@ -8,11 +8,9 @@ part of every cache key, so a changed deployment or stage never meets an old ans
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import orjson
-
+from gateway.cache.keys import digest
 from gateway.config import Config, ModelAlias
 from gateway.dispatch import Dispatcher
 from gateway.errors import TollgateError
@@ -30,7 +28,7 @@ class AnswerVersions:
     def __init__(self, config: Config, dispatcher: Dispatcher, *, stage: str) -> None:
         later = CANONICAL_ORDER[CANONICAL_ORDER.index(stage) + 1 :]
         stages = config.stages.model_dump(mode="json")
-        self._stages = digest({name: stages[name] for name in later if name in stages})
+        self._stages = digest({name: stages[name] for name in later if name in stages}, size=8)
         self._models = config.models
         self._dispatcher = dispatcher
         self._versions: dict[str, str | None] = {}
@@ -45,7 +43,7 @@ class AnswerVersions:
             version = None
         else:
             hops = [target.alias, *target.entry.fallbacks]
-            version = digest([self._stages, [[alias, _answer_fields(self._models[alias])] for alias in hops]])
+            version = digest([self._stages, [[alias, _answer_fields(self._models[alias])] for alias in hops]], size=8)
         if len(self._versions) >= _LIMIT:
             self._versions.clear()
         self._versions[model] = version
@@ -54,7 +52,3 @@ class AnswerVersions:
 
 def _answer_fields(entry: ModelAlias) -> Any:
     return entry.model_dump(mode="json", exclude={"deployments": {"__all__": _NOT_ANSWER}})
-
-
-def digest(material: Any) -> str:
-    return hashlib.blake2b(orjson.dumps(material, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()

@@ -39,7 +39,8 @@ from gateway.cache import (
     last_user_text,
     parse_controls,
 )
-from gateway.cache.versions import AnswerVersions, digest
+from gateway.cache.keys import digest
+from gateway.cache.versions import AnswerVersions
 from gateway.config import SemanticCacheStageConfig
 from gateway.pipeline import CallNext, RequestContext
 from gateway.providers.base import ProviderResponse

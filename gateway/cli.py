@@ -156,20 +156,15 @@ def _policies(args: argparse.Namespace) -> int:
 
 
 def _read_policy(file: str) -> dict[str, Any]:
-    import yaml
+    from policies.loading import PolicyError, read_policy_document
 
+    what = "one team's policy (a mapping: budgets, rate_limits, ...)"
     try:
-        with open(file, "rb") as handle:
-            text = handle.read()
-        data = orjson.loads(text) if file.endswith(".json") else yaml.safe_load(text)
-    except OSError as err:
-        raise SystemExit(f"tollgate: cannot read {file}: {err.strerror}") from None
-    except (orjson.JSONDecodeError, yaml.YAMLError) as err:
-        raise SystemExit(f"tollgate: {file} does not parse: {err}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(
-            f"tollgate: {file} must hold one team's policy (a mapping: budgets, rate_limits, ...)"
-        )
+        data = read_policy_document(file, top_level=what)
+    except PolicyError as err:
+        raise SystemExit(f"tollgate: {err}") from None
+    if not data:
+        raise SystemExit(f"tollgate: {file} must hold {what}")
     return data
 
 

@@ -46,6 +46,8 @@ ProviderKind = Literal[
     "sim", "local", "openai", "groq", "together", "deepseek", "openai_compat",
     "anthropic", "gemini", "vertex_ai", "bedrock", "cohere", "mistral", "azure", "litellm",
 ]  # fmt: skip
+# How a deployment is chosen among an alias's healthy ones (docs/balancing.md).
+Strategy = Literal["weighted", "least_outstanding", "latency"]
 
 
 class ConfigError(Exception):
@@ -150,7 +152,7 @@ class ModelAlias(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     route: RouteSpec | None = None
     # How a deployment of this alias is chosen; unset: `router.strategy` (docs/balancing.md).
-    strategy: Literal["weighted", "least_outstanding", "latency"] | None = None
+    strategy: Strategy | None = None
 
     @model_validator(mode="after")
     def _served_somehow(self) -> ModelAlias:
@@ -158,6 +160,11 @@ class ModelAlias(_Strict):
             raise ValueError("deployments: at least one deployment is needed (or a route)")
         if self.route is not None and self.deployments:
             raise ValueError("a routed alias is served by its candidates: give 'route' or 'deployments', not both")
+        if self.route is not None and self.fallbacks:
+            raise ValueError(
+                "a routed alias falls back to its other candidates: give 'route' or 'fallbacks', not both"
+                " (list further aliases as candidates, or as fallbacks of the candidates)"
+            )
         return self
 
 
@@ -170,7 +177,7 @@ class RouterConfig(_Strict):
     cooldown_s: float = Field(default=30.0, ge=0)
     failures_before_cooldown: int = Field(default=3, ge=1)
     # How a deployment is chosen among an alias's healthy ones (docs/balancing.md).
-    strategy: Literal["weighted", "least_outstanding", "latency"] = "weighted"
+    strategy: Strategy = "weighted"
     # `latency`: the weight of the newest sample in each deployment's moving average, and the
     # share of requests sent to a deployment other than the fastest, so a recovered one is noticed.
     latency_smoothing: float = Field(default=0.3, gt=0, le=1)

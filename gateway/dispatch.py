@@ -38,6 +38,10 @@ from gateway.errors import (
 )
 from gateway.pipeline import RequestContext
 from gateway.providers.base import Provider, ProviderCall, ProviderResponse
+from gateway.providers.openai_compat import CONTEXT_LENGTH_EXCEEDED
+
+# The strategies that read a deployment's in-flight count or latency.
+_TRACKING_STRATEGIES = frozenset({"least_outstanding", "latency"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +140,9 @@ class Dispatcher:
         deployments = target.entry.deployments
         strategy = target.entry.strategy or router.strategy
         stream = ctx.request.stream
-        # With one deployment there is nothing to choose: no load or latency is tracked.
-        tracked = len(deployments) > 1
+        # Load and latency are tracked only where the strategy reads them, and only when there
+        # is a choice to make: `weighted` and a single deployment need neither.
+        tracked = len(deployments) > 1 and strategy in _TRACKING_STRATEGIES
         tried: set[int] = set()
         last_error: TollgateError | None = None
         for attempt in range(router.retries + 1):
@@ -210,25 +215,10 @@ class Dispatcher:
         return max(delay, retry_after or 0.0)
 
 
-# How providers word "the prompt does not fit the model" when they give no code: OpenAI-compatible
-# servers (vLLM, llama.cpp ...) in the message, Anthropic as an invalid_request_error.
-_OVERFLOW_PHRASES = (
-    "context_length_exceeded",
-    "maximum context length",
-    "prompt is too long",
-    "exceed context limit",
-    "context window",
-)
-
-
 def is_context_overflow(err: UpstreamRejected) -> bool:
-    """The upstream refused the request only because it is too long for the model."""
-    if err.code == "context_length_exceeded":
-        return True
-    if err.upstream_status not in (400, 413):
-        return False
-    message = err.message.lower()
-    return any(phrase in message for phrase in _OVERFLOW_PHRASES)
+    """The upstream refused the request only because it is too long for the model: the
+    providers classify that refusal as `context_length_exceeded`."""
+    return err.code == CONTEXT_LENGTH_EXCEEDED
 
 
 def provider_kind(deployment: Deployment) -> str:

@@ -54,8 +54,13 @@ def load_policies(data: Mapping[str, Any] | None) -> Policies:
         raise PolicyError(describe_validation_error(err)) from None
 
 
-def policies_from_file(path: str | Path) -> Policies:
-    """A `.json` file is read as JSON, anything else as YAML (of which JSON is a subset)."""
+_TOP_LEVEL = "a mapping with `teams:` and/or `default:`"
+
+
+def read_policy_document(path: str | Path, *, top_level: str = _TOP_LEVEL) -> dict[str, Any]:
+    """A policy file's document: a `.json` file is read as JSON, anything else as YAML (of
+    which JSON is a subset); an empty file is an empty document. `top_level` says what the
+    document must be, in the error for one that is not a mapping."""
     file = Path(path)
     try:
         text = file.read_text()
@@ -66,6 +71,12 @@ def policies_from_file(path: str | Path) -> Policies:
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         kind = "JSON" if file.suffix == ".json" else "YAML"
         raise PolicyError(f"{file}: not valid {kind}: {err}") from None
-    if data is not None and not isinstance(data, Mapping):
-        raise PolicyError(f"{file}: the top level must be a mapping with `teams:` and/or `default:`")
-    return load_policies(data)
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise PolicyError(f"{file}: the top level must be {top_level}")
+    return dict(data)
+
+
+def policies_from_file(path: str | Path) -> Policies:
+    return load_policies(read_policy_document(path))

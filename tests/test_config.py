@@ -43,6 +43,20 @@ def test_openai_compat_needs_api_base_and_fallbacks_must_exist() -> None:
     assert "models.m.fallbacks[0]: unknown model alias 'nope'" in message
 
 
+def test_a_routed_alias_refuses_fallbacks_of_its_own() -> None:
+    sim = {"deployments": [{"provider": "sim", "model": "x"}]}
+    routed = {"route": {"candidates": ["strong", "weak"]}, "fallbacks": ["spare"]}
+    message = _error({"models": {"strong": sim, "weak": sim, "spare": sim, "auto": routed}})
+    assert "models.auto: " in message
+    assert "give 'route' or 'fallbacks', not both" in message
+    # The candidates' own fallbacks still apply, after the strongest's deployments.
+    config = parse_config(
+        {"models": {"strong": {**sim, "fallbacks": ["spare"]}, "weak": sim, "spare": sim,
+                    "auto": {"route": {"candidates": ["strong", "weak"]}}}}
+    )  # fmt: skip
+    assert config.models["auto"].fallbacks == ["spare", "weak"]
+
+
 def test_wildcard_model_only_under_a_wildcard_alias() -> None:
     message = _error({"models": {"m": {"deployments": [{"provider": "sim", "model": "*"}]}}})
     assert "'*' is only allowed under an alias ending in '/*'" in message

@@ -11,6 +11,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import orjson
 import pytest
 
 from gateway.config import Config, Deployment, parse_config
@@ -18,6 +19,7 @@ from gateway.dispatch import Dispatcher, is_context_overflow
 from gateway.errors import UpstreamError, UpstreamRejected, UpstreamUnavailable
 from gateway.pipeline import Request, RequestContext
 from gateway.providers.base import Provider, ProviderCall, ProviderResponse, SSEStream
+from gateway.providers.openai_compat import upstream_error
 
 pytestmark = pytest.mark.anyio
 
@@ -51,8 +53,11 @@ class Scripted:
                 OVERFLOW, upstream_status=400, code="context_length_exceeded", param="messages"
             )
         if model.startswith("anthropic-overflow"):
+            # As the litellm adapter classifies Anthropic's refusal.
             raise UpstreamRejected(
-                "anthropic/claude: prompt is too long: 208310 tokens > 200000 maximum", upstream_status=400
+                "anthropic/claude: prompt is too long: 208310 tokens > 200000 maximum",
+                upstream_status=400,
+                code="context_length_exceeded",
             )
         if model.startswith("reject"):
             raise UpstreamRejected(f"{model}: bad temperature", upstream_status=400, param="temperature")
@@ -92,16 +97,14 @@ def in_flight(d: Dispatcher, alias: str) -> list[int]:
     return [d._balancer.state(dep).in_flight for dep in d._models[alias].deployments]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # -- in-flight counts ------------------------------------------------------------------------------
 
 
 async def test_in_flight_is_released_after_an_answer_and_after_a_failure() -> None:
-    d, _ = dispatcher({"pair": {"deployments": ["fail-a", "ok-b"]}}, failures_before_cooldown=10)
+    d, _ = dispatcher(
+        {"pair": {"deployments": ["fail-a", "ok-b"], "strategy": "least_outstanding"}},
+        failures_before_cooldown=10,
+    )
     for _ in range(5):
         ctx = context("pair")
         await d(ctx)
@@ -110,7 +113,7 @@ async def test_in_flight_is_released_after_an_answer_and_after_a_failure() -> No
 
 
 async def test_in_flight_is_released_when_the_request_is_cancelled() -> None:
-    d, _ = dispatcher({"pair": {"deployments": ["slow-a", "slow-b"]}})
+    d, _ = dispatcher({"pair": {"deployments": ["slow-a", "slow-b"], "strategy": "least_outstanding"}})
     task = asyncio.ensure_future(d(context("pair")))
     await asyncio.sleep(0.01)
     assert sorted(in_flight(d, "pair")) == [0, 1]
@@ -121,7 +124,7 @@ async def test_in_flight_is_released_when_the_request_is_cancelled() -> None:
 
 
 async def test_in_flight_lasts_as_long_as_the_stream() -> None:
-    d, _ = dispatcher({"pair": {"deployments": ["ok-a", "ok-b"]}})
+    d, _ = dispatcher({"pair": {"deployments": ["ok-a", "ok-b"], "strategy": "least_outstanding"}})
     ctx = context("pair", stream=True)
     response = await d(ctx)
     assert response.stream is not None
@@ -133,7 +136,7 @@ async def test_in_flight_lasts_as_long_as_the_stream() -> None:
 
 
 async def test_a_stream_closed_by_a_client_that_left_releases() -> None:
-    d, _ = dispatcher({"pair": {"deployments": ["ok-a", "ok-b"]}})
+    d, _ = dispatcher({"pair": {"deployments": ["ok-a", "ok-b"], "strategy": "latency"}})
     response = await d(context("pair", stream=True))
     assert response.stream is not None
     await response.stream.aclose()
@@ -155,6 +158,16 @@ async def test_a_single_deployment_tracks_nothing() -> None:
     await d(context("one", stream=True))
     state = d._balancer.state(d._models["one"].deployments[0])
     assert (state.in_flight, state.first_byte_s, state.response_s) == (0, 0.0, 0.0)
+
+
+async def test_the_weighted_strategy_tracks_nothing() -> None:
+    d, _ = dispatcher({"pair": {"deployments": ["ok-a", "ok-b"]}})
+    response = await d(context("pair", stream=True))
+    assert response.stream is not None
+    assert [chunk async for chunk in response.stream][-1] == b"data: [DONE]\n\n"
+    for deployment in d._models["pair"].deployments:
+        state = d._balancer.state(deployment)
+        assert (state.in_flight, state.first_byte_s, state.response_s) == (0, 0.0, 0.0)
 
 
 # -- context overflow --------------------------------------------------------------------------------
@@ -254,4 +267,9 @@ async def test_a_failing_fallback_after_an_overflow_reports_its_own_error() -> N
 def test_which_rejections_are_context_overflows(
     message: str, status: int, code: str | None, expected: bool
 ) -> None:
-    assert is_context_overflow(UpstreamRejected(message, upstream_status=status, code=code)) is expected
+    # Classified where the upstream's answer is translated, as an OpenAI-compatible upstream sends it.
+    where, _, text = message.partition(": ")
+    body = orjson.dumps({"error": {"message": text, "type": "invalid_request_error", "code": code}})
+    err = upstream_error(status, body, {}, where)
+    assert isinstance(err, UpstreamRejected)
+    assert is_context_overflow(err) is expected

@@ -31,29 +31,33 @@ class DemoSpend:
     by_stage: list[Group]
 
 
+def admin(base: str, key: str, path: str, body: dict[str, Any] | None = None, *, method: str = "") -> Any:
+    """One call to a running gateway's admin API with the master key: POST with a body, else GET."""
+    request = urllib.request.Request(
+        base + path,
+        data=orjson.dumps(body) if body is not None else None,
+        method=method or ("POST" if body is not None else "GET"),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
 def fetch_spend(base_url: str, master_key: str) -> DemoSpend:
     """The two spend reports the demo prints, from a running gateway's admin API."""
 
     def get(group_by: tuple[str, ...]) -> list[Group]:
         query = urllib.parse.urlencode({"group_by": ",".join(group_by)})
-        request = urllib.request.Request(
-            f"{base_url}/v1/spend?{query}", headers={"authorization": f"Bearer {master_key}"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            data: list[Group] = orjson.loads(resp.read())["data"]
-            return data
+        data: list[Group] = admin(base_url, master_key, f"/v1/spend?{query}")["data"]
+        return data
 
     return DemoSpend(by_team_model=get(TEAM_MODEL), by_stage=get(STAGE))
 
 
 def fetch_budgets(base_url: str, master_key: str) -> dict[str, Any]:
     """Spend against every budget and rate limit, as `tollgate budgets` gets it."""
-    request = urllib.request.Request(
-        f"{base_url}/admin/budgets", headers={"authorization": f"Bearer {master_key}"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        report: dict[str, Any] = orjson.loads(resp.read())
-        return report
+    report: dict[str, Any] = admin(base_url, master_key, "/admin/budgets")
+    return report
 
 
 def print_budgets(report: Mapping[str, Any]) -> None:

@@ -27,9 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from gateway.demo.report import fetch_budgets, fetch_spend, print_budgets, print_spend, totals_of
+from gateway.demo.report import admin, fetch_budgets, fetch_spend, print_budgets, print_spend, totals_of
 from gateway.demo.workload import Call, build_workload
 
 _CONFIG = """\
@@ -109,17 +107,6 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
                     process.wait()
 
 
-def _admin(base: str, key: str, path: str, body: dict[str, Any] | None = None, *, method: str = "") -> Any:
-    request = urllib.request.Request(
-        base + path,
-        data=orjson.dumps(body) if body is not None else None,
-        method=method or ("POST" if body is not None else "GET"),
-        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        return orjson.loads(resp.read())
-
-
 async def _drive(
     base: str, keys: dict[str, str], calls: list[Call], concurrency: int
 ) -> tuple[list[str], dict[str, int]]:
@@ -146,8 +133,9 @@ async def _drive(
             except RateLimitError as err:
                 if err.code != "budget_exceeded":
                     failures.append(f"{call.label} ({call.model}): {type(err).__name__}: {err}")
-                # What the team's budget is for: the gateway refused before spending anything.
-                refused[call.team] = refused.get(call.team, 0) + 1
+                else:
+                    # What the team's budget is for: the gateway refused before spending anything.
+                    refused[call.team] = refused.get(call.team, 0) + 1
             except Exception as err:
                 failures.append(f"{call.label} ({call.model}): {type(err).__name__}: {err}")
 
@@ -180,10 +168,10 @@ def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int
                 _wait_ready(f"{gw_url}/readyz", gw, "gateway")
                 keys = {}
                 for team in ("support", "research", "analytics", "marketing"):
-                    _admin(gw_url, master, "/admin/teams", {"id": team})
-                    keys[team] = _admin(gw_url, master, "/admin/keys", {"team": team, "name": "demo"})["key"]
+                    admin(gw_url, master, "/admin/teams", {"id": team})
+                    keys[team] = admin(gw_url, master, "/admin/keys", {"team": team, "name": "demo"})["key"]
                 for team, policy in POLICIES.items():
-                    _admin(gw_url, master, f"/admin/policies/{team}", policy, method="PUT")
+                    admin(gw_url, master, f"/admin/policies/{team}", policy, method="PUT")
                 calls = build_workload(requests, seed)
                 print(
                     f"sending {len(calls)} requests from {len(keys)} teams through the gateway "

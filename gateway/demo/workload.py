@@ -99,6 +99,12 @@ _ORDER_TOOL = {
         },
     },
 }
+# The toolbox as the agent sends it: the order tool with its full schema, the rest with a bare id.
+_TOOLBOX_TOOLS: list[dict[str, Any]] = [_ORDER_TOOL] + [
+    {"type": "function", "function": {"name": name, "description": description,
+     "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}}
+    for name, description in _TOOLBOX[1:]
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,18 +207,12 @@ def _report_question(rng: random.Random, i: int) -> Call:
 def _agent_with_toolbox(rng: random.Random, i: int) -> Call:
     """An agent that sends its whole toolbox every time: tool selection sends the few that fit."""
     order = f"A-{rng.randint(10000, 99999)}"
-    tools = [
-        {"type": "function", "function": {"name": name, "description": description,
-         "parameters": {"type": "object", "properties": {"id": {"type": "string"}}}}}
-        for name, description in _TOOLBOX
-    ]  # fmt: skip
-    tools[0] = _ORDER_TOOL
     body = {
         "messages": [
             {"role": "system", "content": "You are an order assistant. Use tools to answer."},
             {"role": "user", "content": f"Where is my parcel for order {order}? When will it arrive?"},
         ],
-        "tools": tools,
+        "tools": list(_TOOLBOX_TOOLS),
         "max_tokens": 150,
     }
     return Call("support", "tools", "gpt-4o-mini", body, "agent with a toolbox")

@@ -57,6 +57,7 @@ from gateway.providers.base import (
     retry_after_seconds,
     sse_event,
 )
+from gateway.providers.openai_compat import CONTEXT_LENGTH_EXCEEDED
 
 # OpenAI request parameters handed to litellm as keyword arguments (it translates them).
 _OPENAI_PARAMS: dict[Endpoint, frozenset[str]] = {
@@ -342,7 +343,10 @@ def translate_error(err: BaseException, where: str, deployment: Deployment) -> T
     if status == 408 or status == 504:
         return UpstreamTimeout(text, upstream_status=status)
     if status is not None and 400 <= status < 500:
-        return UpstreamRejected(text, upstream_status=status, error_type=error_type)
+        # litellm recognises each provider's "prompt too long" (Anthropic's included) by its wording.
+        overflow = any(isinstance(e, _litellm().ContextWindowExceededError) for e in chain)
+        code = CONTEXT_LENGTH_EXCEEDED if overflow else None
+        return UpstreamRejected(text, upstream_status=status, error_type=error_type, code=code)
     if status in (502, 503, 529):
         # 529 is Anthropic's "overloaded".
         return UpstreamUnavailable(text, upstream_status=status)

@@ -37,6 +37,24 @@ _PATHS = {"chat": "/chat/completions", "completions": "/completions", "embedding
 TENANT_HEADER = "x-tollgate-tenant"
 
 
+# The code OpenAI gives a prompt too long for the model; the dispatcher tries the fallbacks on it.
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+# How servers that give no code (vLLM, llama.cpp ...) word the same refusal.
+_OVERFLOW_PHRASES = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceed context limit",
+    "context window",
+)
+
+
+def is_overflow_message(message: str) -> bool:
+    """The upstream's message says the prompt does not fit the model's context window."""
+    lowered = message.lower()
+    return any(phrase in lowered for phrase in _OVERFLOW_PHRASES)
+
+
 def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: str) -> TollgateError:
     """Translate an upstream HTTP error into the gateway's error tree, keeping its message."""
     message, error_type = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None
@@ -59,6 +77,8 @@ def upstream_error(status: int, body: bytes, headers: Mapping[str, str], where: 
     if status == 429:
         return UpstreamRateLimited(text, retry_after_s=retry_after_seconds(headers))
     if 400 <= status < 500:
+        if code is None and status in (400, 413) and is_overflow_message(message):
+            code = CONTEXT_LENGTH_EXCEEDED
         return UpstreamRejected(text, upstream_status=status, error_type=error_type, param=param, code=code)
     if status in (502, 503, 529):
         return UpstreamUnavailable(text, upstream_status=status)

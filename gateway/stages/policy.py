@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -24,13 +23,13 @@ import aiohttp
 import orjson
 
 from gateway.accounting.price_map import max_output_tokens
-from gateway.accounting.prices import Price, PriceTable
-from gateway.accounting.tokens import count_prompt
+from gateway.accounting.prices import PriceTable
+from gateway.accounting.tokens import count_prompt, encoding_name
 from gateway.config import PolicyStageConfig
 from gateway.dispatch import Dispatcher
 from gateway.errors import BudgetExceeded, ModelNotAllowed, RateLimited, TollgateError
 from gateway.pipeline import CallNext, Request, RequestContext
-from gateway.providers.base import ProviderResponse
+from gateway.providers.base import ProviderResponse, Usage
 from gateway.stages.policy_source import PolicySource
 from gateway.store.base import CounterLimit, LeaseLimit, Store
 from policies import (
@@ -53,14 +52,6 @@ _FOREVER_S = 100 * 365 * 86400
 _SETTLE_RETRIES = 5
 
 
-@dataclass(slots=True)
-class _Held:
-    """What one request reserved, to be trued up when it settles."""
-
-    plan: Plan
-    estimate: Estimate
-
-
 class PolicyStage:
     name: ClassVar[str] = "policy"
 
@@ -80,7 +71,6 @@ class PolicyStage:
         self._dispatcher = dispatcher
         self._prices = prices
         self._on_alert = on_alert
-        self._user_header = config.user_header.lower()
         self._pending: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -99,12 +89,14 @@ class PolicyStage:
             user=ctx.end_user,
             request_id=ctx.request_id,
         )
-        estimate = self.estimate(ctx.request, ctx.request.model)
+        # Prompt tokens by encoding, counted once for this request and reused on every downgrade step.
+        counted: dict[str, int] = {}
+        estimate = self.estimate(ctx.request, ctx.request.model, counted)
         planned = plan(policies, facts, estimate, lease_ttl_s=self._config.lease_ttl_s)
         decision = await self._reserve(planned)
         original_model = ctx.request.model
         while decision.action == "downgrade" and decision.downgrade_to is not None:
-            estimate = self.estimate(ctx.request, decision.downgrade_to)
+            estimate = self.estimate(ctx.request, decision.downgrade_to, counted)
             planned = replan_for_downgrade(
                 policies, planned, decision, estimate, lease_ttl_s=self._config.lease_ttl_s
             )
@@ -112,7 +104,7 @@ class PolicyStage:
         if decision.action != "allow":
             raise _refusal(decision, facts.now)
         # From here the reservation is held: settling (on every exit) gives it back or trues it up.
-        ctx.on_settle.append(lambda report: self._settle_later(_Held(planned, planned.estimate), report))
+        ctx.on_settle.append(lambda report: self._settle_later(planned, report))
         for alert in decision.alerts:
             self._alert(ctx, alert)
         if planned.downgraded_from is not None:
@@ -127,18 +119,25 @@ class PolicyStage:
 
     # --- estimate -------------------------------------------------------------------------
 
-    def estimate(self, request: Request, model: str) -> Estimate:
+    def estimate(self, request: Request, model: str, counted: dict[str, int] | None = None) -> Estimate:
         """The worst this request can cost on `model`: every input token and the maximum
-        output, at the dearest rates among the deployments and fallbacks that may serve it."""
+        output, at the dearest rates among the deployments and fallbacks that may serve it.
+
+        `counted` holds the prompt's token count per encoding, filled and reused across calls
+        for the same request.
+        """
         try:
             candidates = self._dispatcher.candidates(model)
         except TollgateError:
             candidates = []
-        # Each upstream bills the prompt with its own tokenizer, which the alias's name may not imply.
-        prompt = max(
-            count_prompt(request.endpoint, name, request.body)
-            for name in {request.model, *(upstream for upstream, _ in candidates)}
-        )
+        # Each upstream bills the prompt with its own tokenizer, which the alias's name may not
+        # imply; the names share a couple of encodings, so the prompt is counted once per encoding.
+        counted = {} if counted is None else counted
+        names = {request.model, *(upstream for upstream, _ in candidates)}
+        for encoding, name in {encoding_name(name): name for name in names}.items():
+            if encoding not in counted:
+                counted[encoding] = count_prompt(request.endpoint, name, request.body)
+        prompt = max(counted[encoding_name(name)] for name in names)
         output = 0
         if request.endpoint != "embeddings":
             output = (
@@ -150,15 +149,12 @@ class PolicyStage:
                 or self._config.default_max_output_tokens
             )
             output *= max(1, _int(request.body.get("n")) or 1)
+        usage = Usage(prompt_tokens=prompt, completion_tokens=output)
         worst = Decimal(0)
         for upstream, deployment in candidates:
-            own = deployment.effective_price()
-            price = Price.from_override(own) if own is not None else self._prices.price(upstream)
-            if price is not None:
-                worst = max(
-                    worst,
-                    prompt * price.input_per_mtok / 1_000_000 + output * price.output_per_mtok / 1_000_000,
-                )
+            cost = self._prices.cost(upstream, usage, override=deployment.effective_price())
+            if cost is not None:
+                worst = max(worst, cost)
         return Estimate(cost_nano=usd_to_nano(worst), tokens=prompt + output)
 
     # --- the store ------------------------------------------------------------------------
@@ -194,16 +190,16 @@ class PolicyStage:
         )
         return decide(planned, Outcome(admitted=reservation.admitted, failed=reservation.failed, usage=usage))
 
-    def _settle_later(self, held: _Held, report: Any) -> None:
+    def _settle_later(self, held: Plan, report: Any) -> None:
         self._spawn(self._settle(held, report))
 
-    async def _settle(self, held: _Held, report: Any) -> None:
+    async def _settle(self, held: Plan, report: Any) -> None:
         """True the reservation up to what the request really cost and used."""
         cost: Decimal | None = report.cost_usd
         usage = report.usage
         tokens = usage.total_tokens if usage is not None else 0
         charges: list[tuple[str, int, float]] = []
-        for limit in held.plan.limits:
+        for limit in held.limits:
             if limit.kind == "usd" and cost is not None:
                 # An unknown price keeps the worst case reserved: never under-count a budget.
                 delta = usd_to_nano(cost) - limit.amount
@@ -213,7 +209,7 @@ class PolicyStage:
                 continue
             if delta:
                 charges.append((limit.charge_key, delta, float(limit.ttl_s or _FOREVER_S)))
-        leases = [(lease.key, lease.holder) for lease in held.plan.leases]
+        leases = [(lease.key, lease.holder) for lease in held.leases]
         for attempt in range(_SETTLE_RETRIES):
             try:
                 # The slot first: a client that sends its next request as soon as this one

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateway.stages.policy_source import TEAM_PREFIX, PolicySource
+from gateway.stages.policy_source import PolicySource
 from gateway.store.base import LeaseLimit, Store
 from policies import (
     Estimate,
@@ -46,14 +46,6 @@ _RATE_WINDOWS = {"requests": "per minute", "tokens": "per minute", "concurrent":
 # --- documents ---------------------------------------------------------------------------
 
 
-async def api_documents(store: Store) -> dict[str, dict[str, Any]]:
-    """Team → policy document, for every team whose policy was set through the admin API."""
-    return {
-        key[len(TEAM_PREFIX) :]: dict(orjson.loads(value))
-        for key, value in await store.scan(TEAM_PREFIX, limit=100_000)
-    }
-
-
 def document_of(policy: TeamPolicy) -> dict[str, Any]:
     """A loaded team policy as a document: only what was written, amounts as JSON numbers."""
     return dict(_plain(policy.model_dump(mode="python", exclude_unset=True)))
@@ -71,29 +63,28 @@ def _plain(value: Any) -> Any:
 
 async def team_policy_entry(source: PolicySource, store: Store, team: str) -> dict[str, Any] | None:
     """The policy that applies to `team` as the admin API shows it, or None when none does."""
-    stored = await store.get(TEAM_PREFIX + team)
+    policies = await source.reload()
+    stored = source.overrides.get(team)
     if stored is not None:
-        return {"team": team, "source": "api", "policy": dict(orjson.loads(stored))}
-    written = await source.team_document(team)
+        return {"team": team, "source": "api", "policy": dict(stored)}
+    written = source.file_teams.get(team)
     if written is not None:
         return {"team": team, "source": "file", "policy": dict(written)}
-    default = (await source.reload()).default
-    if default is not None:
-        return {"team": team, "source": "default", "policy": document_of(default)}
+    if policies.default is not None:
+        return {"team": team, "source": "default", "policy": document_of(policies.default)}
     return None
 
 
 async def list_policies(source: PolicySource, store: Store) -> dict[str, Any]:
     """Every team's policy in force, with where it comes from, and the default."""
     policies = await source.reload()
-    stored = await api_documents(store)
+    stored, written = source.overrides, source.file_teams
     data = []
     for team in sorted(policies.teams):
         if team in stored:
-            data.append({"team": team, "source": "api", "policy": stored[team]})
+            data.append({"team": team, "source": "api", "policy": dict(stored[team])})
             continue
-        written = await source.team_document(team)
-        document = dict(written) if written is not None else document_of(policies.teams[team])
+        document = dict(written[team]) if team in written else document_of(policies.teams[team])
         data.append({"team": team, "source": "file", "policy": document})
     default = (
         None if policies.default is None else {"source": "file", "policy": document_of(policies.default)}
@@ -263,7 +254,7 @@ async def budget_report(
     have none of their own); `key_ids` their live keys, for `per_key."*"`.
     """
     policies = await source.reload()
-    stored = await api_documents(store)
+    stored = source.overrides
     if team is not None:
         teams = [team]
     else:

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 
 from gateway.store.base import Store, StoreUnavailable
 from policies import Policies, PolicyError, load_policies
+from policies.loading import read_policy_document
 
 log = logging.getLogger("tollgate.policy")
 
@@ -89,28 +89,30 @@ class PolicySource:
             return False
         self._file_stamp = stamp
         try:
-            text = self._file.read_text()
-            data = orjson.loads(text) if self._file.suffix == ".json" else yaml.safe_load(text)
-        except (OSError, orjson.JSONDecodeError, yaml.YAMLError) as err:
+            self._file_data = read_policy_document(self._file)
+        except PolicyError as err:
             log.error(
                 "policy file does not parse; keeping the last good policies",
                 extra={"path": str(self._file), "error": str(err)},
             )
             return False
-        self._file_data = dict(data or {})
         return True
 
     # --- the admin API's side ------------------------------------------------------------
+    # What the last `reload` read, so a report needs no second read of the file or the store.
 
-    async def team_document(self, team: str) -> Mapping[str, Any] | None:
-        """The team's policy as written (store override first, else the file's)."""
-        stored = await self._store.get(TEAM_PREFIX + team)
-        if stored is not None:
-            return dict(orjson.loads(stored))
-        await self.reload()
-        teams = self._file_data.get("teams") or {}
-        entry = teams.get(team)
-        return dict(entry) if isinstance(entry, Mapping) else None
+    @property
+    def overrides(self) -> Mapping[str, Mapping[str, Any]]:
+        """Team → policy document, for every team whose policy was set through the admin API."""
+        return self._overrides
+
+    @property
+    def file_teams(self) -> Mapping[str, Mapping[str, Any]]:
+        """Team → policy document as written in the policy file."""
+        teams = self._file_data.get("teams")
+        if not isinstance(teams, Mapping):
+            return {}
+        return {team: entry for team, entry in teams.items() if isinstance(entry, Mapping)}
 
     async def set_team(self, team: str, document: Mapping[str, Any]) -> None:
         """Validate and store a team's policy; raises PolicyError naming what is wrong."""

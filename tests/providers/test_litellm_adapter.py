@@ -400,3 +400,25 @@ async def test_an_upstream_authentication_failure_is_rejected_with_its_status(si
         await LitellmProvider().send(chat(), anthropic(sim_url, api_key=None))
     assert caught.value.upstream_status == 401
     assert caught.value.message.startswith("anthropic/claude-3-5-haiku-latest: ")
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        pytest.param(lambda url: anthropic(url), id="anthropic"),
+        pytest.param(lambda url: openai_via_litellm(url, model="openai/sim/gpt-4"), id="openai"),
+    ],
+)
+async def test_a_prompt_past_the_context_window_is_classified_as_context_length_exceeded(
+    sim_url: str, deployment: Any
+) -> None:
+    # The asked-for completion alone outgrows both models' windows (200,000 and 8,192 tokens).
+    with pytest.raises(UpstreamRejected) as caught:
+        await LitellmProvider().send(chat(max_tokens=300_000), deployment(sim_url))
+    assert (caught.value.upstream_status, caught.value.code) == (400, "context_length_exceeded")
+
+
+async def test_other_rejections_carry_no_context_length_code(sim_url: str) -> None:
+    with pytest.raises(UpstreamRejected) as caught:
+        await LitellmProvider().send(chat(headers={"x-sim-fault": "400"}), anthropic(sim_url))
+    assert caught.value.code == "upstream_error"

@@ -169,10 +169,10 @@ def main() -> int:
     args = ap.parse_args()
 
     all_cases = cases(args.distractors, 100 if args.quick else args.questions, args.seed)
-    from gateway.compress.vectors import WordPieceVectors
+    from gateway.routing.static_embedding import shared_static_embedder
 
     start = time.perf_counter()
-    static = WordPieceVectors()
+    static = shared_static_embedder()
     print(f"{len(all_cases)} questions, each with {args.distractors} distractor paragraphs of its article; "
           f"static embedder loaded in {time.perf_counter() - start:.2f} s")
     scorers: dict[str, Any] = {"lexical": None, "lexical + static MiniLM": static}

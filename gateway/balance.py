@@ -21,14 +21,14 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from gateway.config import Deployment, RouterConfig
+from gateway.config import Deployment, RouterConfig, Strategy
+from gateway.providers.base import StreamWrapper
 
 if TYPE_CHECKING:
-    from gateway.providers.base import ResponseStream, Usage
+    from gateway.providers.base import ResponseStream
 
-Strategy = Literal["weighted", "least_outstanding", "latency"]
 _NOTHING_TRIED: frozenset[int] = frozenset()
 
 
@@ -145,35 +145,23 @@ class Balancer:
             self.observe(state, max(seconds, 2 * average), stream=stream)
 
 
-class TrackedStream:
+class TrackedStream(StreamWrapper):
     """A ResponseStream that tells the balancer when its first byte came and when it ended.
 
     The in-flight count is released exactly once: at the end of iteration, on an error from
     the source, or on `aclose` (the server closes every stream it sent, a client hang-up included).
     """
 
-    __slots__ = ("_balancer", "_iterator", "_source", "_started", "_state", "seen")
+    __slots__ = ("_balancer", "_iterator", "_started", "_state")
 
     def __init__(
         self, source: ResponseStream, balancer: Balancer, state: DeploymentState, started: float
     ) -> None:
-        self._source = source
+        super().__init__(source)
         self._balancer: Balancer | None = balancer
         self._state = state
         self._started = started
         self._iterator: AsyncIterator[bytes] | None = None
-        seen = getattr(source, "seen", None)
-        if seen is not None:
-            # Accounting and the cache recorders read what the source kept.
-            self.seen: list[bytes] = seen
-
-    @property
-    def usage(self) -> Usage | None:
-        return self._source.usage
-
-    @usage.setter
-    def usage(self, usage: Usage | None) -> None:
-        self._source.usage = usage
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._iterator is None:
@@ -188,6 +176,8 @@ class TrackedStream:
         except BaseException:
             self._release()
             raise
+        if self._own_seen is not None:
+            self._own_seen.append(data)
         if self._started:
             self._balancer_observe()
         return data
@@ -205,4 +195,4 @@ class TrackedStream:
 
     async def aclose(self) -> None:
         self._release()
-        await self._source.aclose()
+        await super().aclose()

@@ -22,6 +22,10 @@ from gateway.providers.base import Endpoint, ProviderResponse
 
 Wire = Literal["openai", "anthropic"]
 
+# Client request headers passed upstream as they are (lower-case name prefixes): they can
+# change the answer, so the exact cache keys on them too.
+FORWARDED_HEADER_PREFIXES: tuple[str, ...] = ("x-sim-",)
+
 
 @dataclass(frozen=True, slots=True)
 class Request:
@@ -138,6 +142,15 @@ class RequestContext:
 
 
 CallNext = Callable[[RequestContext], Awaitable[ProviderResponse]]
+
+# The response header that names, comma-separated, what each stage did to the request.
+TRANSFORMS_HEADER = "x-tollgate-transforms"
+
+
+def add_transform(ctx: RequestContext, text: str) -> None:
+    """Name one transformation of the request in the `x-tollgate-transforms` header."""
+    current = ctx.response_headers.get(TRANSFORMS_HEADER)
+    ctx.response_headers[TRANSFORMS_HEADER] = f"{current},{text}" if current else text
 
 
 class Stage(Protocol):

@@ -26,7 +26,7 @@ from gateway.cache.controls import REQUEST_HEADERS
 from gateway.config import Config
 from gateway.control import build_control_app
 from gateway.errors import InternalError, MethodNotAllowed, PayloadTooLarge, ServiceUnavailable, TollgateError
-from gateway.pipeline import Request, RequestContext, Wire
+from gateway.pipeline import FORWARDED_HEADER_PREFIXES, Request, RequestContext, Wire
 from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse
 from gateway.runtime import Runtime
 from gateway.stages.route import ROUTE_HEADER
@@ -57,7 +57,7 @@ _SSE = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-_FORWARDED_PREFIXES = (b"x-sim-",)
+_FORWARDED_PREFIXES = tuple(prefix.encode() for prefix in FORWARDED_HEADER_PREFIXES)
 # W3C trace context: continued by our span when tracing, else passed upstream untouched.
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 # Request headers kept for stages: the cache controls and the route choice.

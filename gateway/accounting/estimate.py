@@ -16,7 +16,7 @@ import orjson
 
 from gateway.accounting.tokens import count_prompt, count_text
 from gateway.pipeline import Request
-from gateway.providers.base import Usage
+from gateway.providers.base import Usage, sse_payloads
 
 _FINISH = re.compile(rb'"finish_reason":\s*"([a-z_]+)"')
 
@@ -34,17 +34,16 @@ def streamed_text(pieces: Iterable[bytes]) -> str:
     """Every generated character in OpenAI-format SSE pieces: content, refusals, reasoning,
     tool-call names and arguments, completion text."""
     parts: list[str] = []
-    for piece in pieces:
-        for event in piece.split(b"\n\n"):
-            if not event.startswith(b"data: {"):
-                continue
-            try:
-                chunk = orjson.loads(event[6:])
-            except orjson.JSONDecodeError:
-                continue
-            for choice in chunk.get("choices") or ():
-                if isinstance(choice, Mapping):
-                    _choice_text(choice.get("delta") or choice, parts)
+    for payload in sse_payloads(pieces):
+        if not payload.startswith(b"{"):
+            continue
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            continue
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, Mapping):
+                _choice_text(choice.get("delta") or choice, parts)
     return "".join(parts)
 
 

@@ -12,7 +12,10 @@ an odd shape: what is text is counted, anything else is skipped.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +32,14 @@ _O200K_FAMILIES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", 
 _PER_MESSAGE = 3
 _PER_NAME = 1
 _REPLY_PRIMING = 3
+
+# Counts of long texts are remembered: a conversation sends its whole history again every
+# turn, and tokenising it again would cost ~1 ms per 1k tokens each time. Keyed by a hash of
+# the text, so the memo holds no prompt text; bounded, least recently used first out.
+_MEMO_MIN_CHARS = 256
+_MEMO_ENTRIES = 4096
+_memo: OrderedDict[tuple[str, bytes], int] = OrderedDict()
+_memo_lock = threading.Lock()
 
 
 def encoding_name(model: str) -> str:
@@ -72,8 +83,33 @@ def count_prompt(endpoint: Endpoint, model: str, body: Mapping[str, Any]) -> int
     return 0
 
 
+def count_tools(model: str, tools: Any) -> int:
+    """Tokens a request's `tools` add to its prompt (0 for none)."""
+    specs = _tool_specs(tools, nested=True)
+    return _count(encoding_for(model), _json(specs)) if specs else 0
+
+
+def message_tokens(model: str, message: Any) -> int:
+    """Tokens one chat message adds to a prompt, its framing included: a chat prompt's count
+    is `count_prompt("chat", model, {})` plus its tools' and its messages' counts."""
+    return _PER_MESSAGE + _message_tokens(encoding_for(model), message)
+
+
 def _count(enc: tiktoken.Encoding, text: str) -> int:
-    return len(enc.encode(text, disallowed_special=()))
+    if len(text) < _MEMO_MIN_CHARS:
+        return len(enc.encode(text, disallowed_special=()))
+    key = (enc.name, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+    with _memo_lock:
+        tokens = _memo.get(key)
+        if tokens is not None:
+            _memo.move_to_end(key)
+            return tokens
+    tokens = len(enc.encode(text, disallowed_special=()))
+    with _memo_lock:
+        _memo[key] = tokens
+        if len(_memo) > _MEMO_ENTRIES:
+            _memo.popitem(last=False)
+    return tokens
 
 
 def _chat_prompt(enc: tiktoken.Encoding, body: Mapping[str, Any]) -> int:
@@ -94,7 +130,7 @@ def _message_tokens(enc: tiktoken.Encoding, message: Any) -> int:
     role = message.get("role")
     if isinstance(role, str):
         total += _count(enc, role)
-    total += _count(enc, _content_text(message.get("content")))
+    total += _count(enc, content_text(message.get("content")))
     name = message.get("name")
     if isinstance(name, str):
         total += _PER_NAME + _count(enc, name)
@@ -112,7 +148,7 @@ def _message_tokens(enc: tiktoken.Encoding, message: Any) -> int:
     return total
 
 
-def _content_text(content: Any) -> str:
+def content_text(content: Any) -> str:
     """A string, or the text parts of a content array joined by newlines.
 
     Images, audio and files are billed by their own rules (image tiles, audio seconds) that

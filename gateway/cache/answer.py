@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse, Usage
+from gateway.providers.base import DONE_EVENT, Endpoint, ProviderResponse, Usage, sse_event
 
 _VERSION = 1
 # Characters of content per replayed chunk: a few events, not one per token.
@@ -131,10 +131,10 @@ class CachedAnswer:
             index = choice.get("index", position)
             pieces = _chat_deltas(choice) if self.endpoint == "chat" else _text_deltas(choice)
             for choice_chunk in pieces:
-                events.append(_event(envelope, [{"index": index, **choice_chunk}]))
+                events.append(sse_event({**envelope, "choices": [{"index": index, **choice_chunk}]}))
         usage = self.body.get("usage")
         if include_usage and isinstance(usage, Mapping):
-            events.append(_event({**envelope, "usage": usage}, []))
+            events.append(sse_event({**envelope, "choices": [], "usage": usage}))
         events.append(DONE_EVENT)
         return ProviderResponse(stream=ReplayStream(b"".join(events), self.usage))
 
@@ -158,10 +158,6 @@ class ReplayStream:
 
     async def aclose(self) -> None:
         return None
-
-
-def _event(envelope: Mapping[str, Any], choices: list[dict[str, Any]]) -> bytes:
-    return b"data: " + orjson.dumps({**envelope, "choices": choices}) + b"\n\n"
 
 
 def _pieces(text: str) -> list[str]:

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from gateway.errors import CacheMiss, header_choice
 
 CACHE_HEADER = "x-tollgate-cache"
+# On a hit: how many seconds ago the answer was stored.
+AGE_HEADER = "x-tollgate-cache-age"
 CACHE_CONTROL = "cache-control"
 # The request headers the caches read; the server keeps these, and only these, for stages.
 REQUEST_HEADERS = frozenset({CACHE_HEADER, CACHE_CONTROL})
@@ -51,11 +54,17 @@ DEFAULT = CacheControls()
 
 
 def parse_controls(headers: Mapping[str, str]) -> CacheControls:
-    """The controls in a request's headers (names in lower case); DEFAULT when none is set."""
+    """The controls in a request's headers (names in lower case); DEFAULT when none is set.
+    Several stages ask for the same request: the parse is remembered by header values."""
     mode = headers.get(CACHE_HEADER)
     directives = headers.get(CACHE_CONTROL)
     if mode is None and directives is None:
         return DEFAULT
+    return _parse(mode, directives)
+
+
+@lru_cache(maxsize=256)
+def _parse(mode: str | None, directives: str | None) -> CacheControls:
     read = write = True
     only_if_cached = False
     max_age: float | None = None

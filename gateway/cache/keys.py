@@ -81,18 +81,21 @@ def deterministic(request: Request) -> bool:
     return _is_number(temperature) and temperature == 0
 
 
-def context_fingerprint(request: Request) -> str:
+def context_fingerprint(request: Request, question: str | None = None) -> str:
     """A digest of everything that determines the answer except the text of the last user
     turn: the model alias, system prompt, earlier turns (assistant turns and tool results
     included), tools, tool_choice, response_format and the sampling parameters.
 
     Two requests with the same fingerprint ask their last question in the same conversation
-    under the same settings, so only that question's text remains to compare.
+    under the same settings, so only that question's text remains to compare. `question` is
+    `last_user_text(request)` when the caller has it already.
     """
     body = canonical(request.body)
     if request.endpoint == "chat":
         messages = body.get("messages")
-        if isinstance(messages, list) and messages and last_user_text(request) is not None:
+        if question is None:
+            question = last_user_text(request)
+        if isinstance(messages, list) and messages and question is not None:
             last = dict(messages[-1])
             last["content"] = _without_text(last.get("content"))
             body["messages"] = [*messages[:-1], last]

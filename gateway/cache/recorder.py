@@ -1,10 +1,13 @@
-"""Recording a streamed answer for the cache without holding the client's stream back.
+"""Recording an answer for the caches without holding the client's response back.
+
+`keep_answer` is how a cache asks for the answer of a response: every cache that keeps the
+same response shares one recording, and the answer is built once for all of them.
 
 `AnswerRecorder` wraps a ResponseStream and forwards every piece the moment it arrives. The
 pieces are kept anyway (`SSEStream.seen`, by reference), so nothing is copied. Only when
 the stream has ended complete (its `[DONE]` passed, or its source ran out, with no error)
 is the answer assembled from the chunks, after the last piece has gone, and handed to the
-callback; a stream broken off by an error, a client that hangs up, or a choice that never
+callbacks; a stream broken off by an error, a client that hangs up, or a choice that never
 finished is not an answer, and nothing is handed on.
 """
 
@@ -18,43 +21,43 @@ from typing import Any
 import orjson
 
 from gateway.cache.answer import CachedAnswer
-from gateway.providers.base import Endpoint, ResponseStream, Usage
+from gateway.providers.base import (
+    Endpoint,
+    ProviderResponse,
+    ResponseStream,
+    StreamWrapper,
+    Usage,
+    sse_payloads,
+)
 
 log = logging.getLogger("tollgate.cache")
 
+# Given the answer once the client has it; what it returns is ignored.
+OnAnswer = Callable[[CachedAnswer], object]
 
-class AnswerRecorder:
-    """A ResponseStream: the source's pieces unchanged; `on_answer` gets the whole answer."""
 
-    __slots__ = ("_closed", "_complete", "_endpoint", "_failed", "_on_answer", "_own", "_source", "seen")
+class AnswerRecorder(StreamWrapper):
+    """A ResponseStream: the source's pieces unchanged; every callback gets the whole answer."""
 
-    def __init__(
-        self, source: ResponseStream, endpoint: Endpoint, on_answer: Callable[[CachedAnswer], None]
-    ) -> None:
-        self._source = source
+    __slots__ = ("_complete", "_endpoint", "_failed", "_on_answer")
+
+    def __init__(self, source: ResponseStream, endpoint: Endpoint, on_answer: OnAnswer) -> None:
+        super().__init__(source)
         self._endpoint = endpoint
-        self._on_answer = on_answer
-        seen = getattr(source, "seen", None)
-        # Accounting reads `seen` too; a source that keeps none gets ours.
-        self._own = seen is None
-        self.seen: list[bytes] = [] if seen is None else seen
+        self._on_answer = [on_answer]
         self._complete = False
         self._failed = False
-        self._closed = False
 
     @property
-    def usage(self) -> Usage | None:
-        return self._source.usage
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
 
-    @usage.setter
-    def usage(self, usage: Usage | None) -> None:
-        self._source.usage = usage
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
+    def also(self, on_answer: OnAnswer) -> None:
+        """Hand the same answer to another callback: one recording, one assembly."""
+        self._on_answer.append(on_answer)
 
     async def _iterate(self) -> AsyncIterator[bytes]:
-        own = self.seen if self._own else None
+        own = self._own_seen
         try:
             async for data in self._source:
                 if own is not None:
@@ -75,9 +78,8 @@ class AnswerRecorder:
     async def aclose(self) -> None:
         if self._closed:
             return
-        self._closed = True
         try:
-            await self._source.aclose()
+            await super().aclose()
         finally:
             if self._complete and not self._failed:
                 # After the last piece has left: assembling is not the client's wait.
@@ -87,10 +89,68 @@ class AnswerRecorder:
         try:
             body = assemble(self._endpoint, self.seen, self._source.usage)
             answer = None if body is None else CachedAnswer.from_body(self._endpoint, body)
-            if answer is not None:
-                self._on_answer(answer)
         except Exception:
             log.exception("recording a streamed answer failed")
+            return
+        if answer is not None:
+            _hand_on(answer, self._on_answer)
+
+
+def keep_answer(response: ProviderResponse, endpoint: Endpoint, on_answer: OnAnswer) -> None:
+    """Hand `on_answer` the answer once the client has it: a stream once it has ended
+    complete, a JSON body once it is on its way; never an error. Caches that keep the same
+    response share one recording, and the answer is built once for all of them."""
+    stream = response.stream
+    if stream is not None:
+        recorder = _recorder_in(stream)
+        if recorder is not None and recorder.endpoint == endpoint:
+            recorder.also(on_answer)
+        else:
+            response.stream = AnswerRecorder(stream, endpoint, on_answer)
+        return
+    waiting = _json_waiting.get((id(response), endpoint))
+    if waiting is not None:
+        waiting[1].append(on_answer)
+        return
+    _json_waiting[(id(response), endpoint)] = (response, [on_answer])
+    # Runs when the response is being sent: its body is parsed by then for accounting.
+    asyncio.get_running_loop().call_soon(_keep_json, response, endpoint)
+
+
+# JSON responses whose answer is built on the next turn of the loop, by id and endpoint; each
+# entry holds its response, so the id stays its own until the entry is gone.
+_json_waiting: dict[tuple[int, Endpoint], tuple[ProviderResponse, list[OnAnswer]]] = {}
+
+
+def _keep_json(response: ProviderResponse, endpoint: Endpoint) -> None:
+    waiting = _json_waiting.pop((id(response), endpoint), None)
+    if waiting is None:
+        return
+    callbacks = waiting[1]
+    try:
+        answer = CachedAnswer.from_response(endpoint, response)
+    except Exception:
+        log.exception("recording an answer failed")
+        return
+    if answer is not None:
+        _hand_on(answer, callbacks)
+
+
+def _recorder_in(stream: ResponseStream) -> AnswerRecorder | None:
+    """The recorder already on this stream, under wrappers that pass pieces on unchanged."""
+    while isinstance(stream, StreamWrapper):
+        if isinstance(stream, AnswerRecorder):
+            return stream
+        stream = stream.source
+    return None
+
+
+def _hand_on(answer: CachedAnswer, callbacks: list[OnAnswer]) -> None:
+    for on_answer in callbacks:
+        try:
+            on_answer(answer)
+        except Exception:
+            log.exception("keeping an answer failed")
 
 
 def assemble(endpoint: Endpoint, pieces: list[bytes], usage: Usage | None = None) -> dict[str, Any] | None:
@@ -101,31 +161,27 @@ def assemble(endpoint: Endpoint, pieces: list[bytes], usage: Usage | None = None
     header: dict[str, Any] = {}
     raw_usage: Any = None
     choices: dict[int, _Choice] = {}
-    for piece in pieces:
-        for event in piece.split(b"\n\n"):
-            if not event.startswith(b"data:"):
-                continue
-            payload = event[5:].strip()
-            if payload == b"[DONE]":
-                continue
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                return None
-            if not isinstance(chunk, dict) or chunk.get("error") is not None:
-                return None
-            for name in ("model", "system_fingerprint", "service_tier"):
-                if chunk.get(name) is not None and name not in header:
-                    header[name] = chunk[name]
-            if isinstance(chunk.get("usage"), dict):
-                raw_usage = chunk["usage"]
-            for choice in chunk.get("choices") or ():
-                if isinstance(choice, dict):
-                    index = choice.get("index", 0)
-                    state = choices.get(index)
-                    if state is None:
-                        state = choices[index] = _Choice(index)
-                    state.add(choice, endpoint)
+    for payload in sse_payloads(pieces):
+        if payload.strip() == b"[DONE]":
+            continue
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(chunk, dict) or chunk.get("error") is not None:
+            return None
+        for name in ("model", "system_fingerprint", "service_tier"):
+            if chunk.get(name) is not None and name not in header:
+                header[name] = chunk[name]
+        if isinstance(chunk.get("usage"), dict):
+            raw_usage = chunk["usage"]
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                index = choice.get("index", 0)
+                state = choices.get(index)
+                if state is None:
+                    state = choices[index] = _Choice(index)
+                state.add(choice, endpoint)
     if not choices:
         return None
     body: dict[str, Any] = {

@@ -8,7 +8,9 @@ sharing one Redis share its entries and its bound.
   batch a second later.
 - `put` only queues the entry: a background task writes it (the entry with its TTL, a
   record `(key, size, bucket)` under an increasing sequence number, and the size added to
-  a byte counter of the current time bucket), then checks the bound.
+  a byte counter of the current time bucket), then checks the bound. `put_nowait` returns
+  a future that says, once the entry's batch is written, whether it was: a caller that must
+  know the entry is readable awaits it, and no other write or upkeep.
 - Bytes in use are the sum of the live time-bucket counters. Each counter expires a little
   after every entry written in its bucket, so expired entries stop counting by themselves.
 - Past the bound, one instance at a time (a lock with a TTL) walks the records oldest
@@ -61,7 +63,7 @@ class CacheStorage:
         self._cursor_key = f"{prefix}#cursor"
         self._lock_key = f"{prefix}#lock"
         self._holder = os.urandom(8).hex().encode()
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, bytes, asyncio.Future[bool]]] = []
         self._touched: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
         self._toucher: asyncio.Task[None] | None = None
@@ -82,17 +84,23 @@ class CacheStorage:
         """Queue the entry for writing; returns at once (see `flush`)."""
         self.put_nowait(key, value)
 
-    def put_nowait(self, key: str, value: bytes) -> None:
+    def put_nowait(self, key: str, value: bytes) -> asyncio.Future[bool] | None:
+        """Queue the entry. The future resolves True once it is written, False if writing
+        failed; None means the entry was dropped (closed, larger than the bound, or too many
+        entries waiting)."""
         if self._closed or len(key) + len(value) > self.max_bytes:
-            return
+            return None
         if len(self._pending) >= _MAX_PENDING:
             log.warning(
                 "cache writes are falling behind; an entry was dropped", extra={"prefix": self.prefix}
             )
-            return
-        self._pending.append((key, value))
+            return None
+        loop = asyncio.get_running_loop()
+        written: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((key, value, written))
         if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+            self._writer = loop.create_task(self._write_pending())
+        return written
 
     async def delete(self, key: str) -> bool:
         """Remove the entry now. Its bytes keep counting until its record is walked or its
@@ -130,18 +138,21 @@ class CacheStorage:
                 batch, self._pending = self._pending[:_BATCH], self._pending[_BATCH:]
                 try:
                     await self._write(batch)
+                    _settle(batch, True)  # readable now: an eviction pass is no one's wait
                     await self._evict_if_over()
                 except Exception as err:
                     log.warning("cache write failed", extra={"prefix": self.prefix, "error": str(err)})
+                finally:
+                    _settle(batch, False)  # not written (a future already settled keeps its answer)
         finally:
             self._writer = None
 
-    async def _write(self, batch: list[tuple[str, bytes]]) -> None:
+    async def _write(self, batch: list[tuple[str, bytes, asyncio.Future[bool]]]) -> None:
         store = self.store
         bucket = int(time.time() // self._bucket_s)
-        await asyncio.gather(*(store.set(key, value, ttl_s=self.ttl_s) for key, value in batch))
+        await asyncio.gather(*(store.set(key, value, ttl_s=self.ttl_s) for key, value, _ in batch))
         last = await store.incr(self._seq_key, len(batch))
-        sizes = [len(key) + len(value) for key, value in batch]
+        sizes = [len(key) + len(value) for key, value, _ in batch]
         await asyncio.gather(
             *(
                 store.set(
@@ -149,7 +160,7 @@ class CacheStorage:
                     _record(bucket, size, key),
                     ttl_s=self._bucket_ttl_s,
                 )
-                for i, ((key, _), size) in enumerate(zip(batch, sizes, strict=True))
+                for i, ((key, _, _), size) in enumerate(zip(batch, sizes, strict=True))
             )
         )
         await store.adjust([(self._bucket_key(bucket), sum(sizes), self._bucket_ttl_s)])
@@ -251,6 +262,12 @@ class CacheStorage:
 
     def _bucket_key(self, bucket: int) -> str:
         return f"{self.prefix}#bytes:{self._bucket_s:g}:{bucket}"
+
+
+def _settle(batch: list[tuple[str, bytes, asyncio.Future[bool]]], written: bool) -> None:
+    for _, _, future in batch:
+        if not future.done():
+            future.set_result(written)
 
 
 def _record(bucket: int, size: int, key: str) -> bytes:

@@ -12,14 +12,13 @@ turns since, instead of summarising the whole conversation again.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
-import orjson
-
-from gateway.accounting.tokens import count_prompt
+from gateway.accounting.tokens import content_text, count_prompt, message_tokens
+from gateway.cache.keys import digest
 
 SUMMARY_PREFIX = "Summary of the earlier part of this conversation (written by the gateway):\n"
 INSTRUCTIONS = (
@@ -37,6 +36,7 @@ class Cut:
     head: int  # messages[:head] are the leading system prompt, kept
     cut: int  # messages[head:cut] are summarised, messages[cut:] kept
     over_budget: bool  # even the last turn alone leaves no room under the budget
+    tokens: int = 0  # the whole conversation's prompt tokens
 
 
 def _role(message: Any) -> Any:
@@ -47,7 +47,11 @@ def plan(
     messages: Sequence[Any], model: str, *, budget_tokens: int, keep_recent_turns: int, summary_tokens: int
 ) -> Cut | None:
     """Where to cut, or None when the conversation fits or has no middle to summarise."""
-    if count_prompt("chat", model, {"messages": list(messages)}) <= budget_tokens:
+    # Each message is counted once; a stretch of messages costs the sum of theirs.
+    base = count_prompt("chat", model, {})
+    ends = [0, *accumulate(message_tokens(model, m) for m in messages)]  # ends[i]: messages[:i]
+    total = base + ends[-1]
+    if total <= budget_tokens:
         return None
     head = 0
     while head < len(messages) and _role(messages[head]) in ("system", "developer"):
@@ -57,21 +61,18 @@ def plan(
     candidates = [s for s in starts[-keep_recent_turns:] if s > head] or [s for s in starts[-1:] if s > head]
     if not candidates:
         return None
-    head_tokens = count_prompt("chat", model, {"messages": list(messages[:head])})
+    head_tokens = base + ends[head]
     # The summary message: its text, its framing, and the prefix line.
     room = budget_tokens - head_tokens - summary_tokens - 32
     for cut in candidates:  # the most turns kept first
-        if count_prompt("chat", model, {"messages": list(messages[cut:])}) <= room:
-            return Cut(head, cut, over_budget=False)
-    return Cut(head, candidates[-1], over_budget=True)
+        if base + ends[-1] - ends[cut] <= room:
+            return Cut(head, cut, over_budget=False, tokens=total)
+    return Cut(head, candidates[-1], over_budget=True, tokens=total)
 
 
 def prefix_key(summary_model: str, messages: Sequence[Any], end: int) -> str:
     """The store key of the summary of `messages[:end]` written by `summary_model`."""
-    digest = hashlib.sha256(summary_model.encode())
-    for message in messages[:end]:
-        digest.update(orjson.dumps(message, option=orjson.OPT_SORT_KEYS))
-    return "ctx:summary:" + digest.hexdigest()[:40]
+    return "ctx:summary:" + digest([summary_model, list(messages[:end])])
 
 
 def earlier_ends(messages: Sequence[Any], cut: Cut) -> list[int]:
@@ -87,12 +88,8 @@ def transcript(messages: Sequence[Any]) -> str:
         if not isinstance(message, Mapping):
             continue
         role = str(message.get("role") or "unknown")
-        content = message.get("content")
-        if isinstance(content, list):
-            content = "\n".join(
-                str(p.get("text")) for p in content if isinstance(p, Mapping) and p.get("text")
-            )
-        if isinstance(content, str) and content:
+        content = content_text(message.get("content"))
+        if content:
             lines.append(f"{role}: {content}")
         calls = message.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.accounting.tokens import count_text
+from gateway.accounting.tokens import content_text, count_text
 
 STUB = "[tool result pruned by the gateway: {tokens} tokens, already used to answer an earlier turn]"
 
@@ -30,10 +30,11 @@ class Pruned:
 
 
 def _text(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, Mapping) and p.get("type") == "text" for p in content):
-        return "\n".join(str(p.get("text") or "") for p in content)
+    """The content's text, or None when any part of it is not text (an image, a file)."""
+    if isinstance(content, str) or (
+        isinstance(content, list) and all(isinstance(p, Mapping) and p.get("type") == "text" for p in content)
+    ):
+        return content_text(content)
     return None
 
 

@@ -12,7 +12,6 @@ a conversation no kept tool fits is answered in words, as it would have been
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -21,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import orjson
+
+from gateway.accounting.tokens import content_text
+from gateway.cache.keys import digest
 
 _WORD_SPLIT = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[_.\-/]+")
 # A last user turn this short ("yes", "do it for Paris too") borrows the turn before it.
@@ -57,7 +58,7 @@ def tool_name(tool: Any) -> str | None:
 
 def tool_key(tool: Any) -> str:
     """A hash of the whole definition: an edited tool is a new tool."""
-    return hashlib.sha256(orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+    return digest(tool, size=16)
 
 
 def _words(name: str) -> str:
@@ -77,21 +78,11 @@ def tool_text(tool: Any) -> str:
     return ". ".join(p for p in parts if p)
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            str(part.get("text"))
-            for part in content
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 def query_text(messages: Sequence[Any]) -> str:
     """The last user turn's text; with the previous user turn's when it is only a few words."""
-    turns = [_text(m.get("content")) for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    turns = [
+        content_text(m.get("content")) for m in messages if isinstance(m, Mapping) and m.get("role") == "user"
+    ]
     turns = [t for t in turns if t.strip()]
     if not turns:
         return ""
@@ -106,16 +97,8 @@ def pinned_names(body: Mapping[str, Any]) -> set[str]:
     names: set[str] = set()
     messages = body.get("messages")
     for message in messages if isinstance(messages, list) else ():
-        if not isinstance(message, Mapping) or message.get("role") != "assistant":
-            continue
-        calls = message.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-                names.add(function["name"])
-        legacy = message.get("function_call")
-        if isinstance(legacy, Mapping) and isinstance(legacy.get("name"), str):
-            names.add(legacy["name"])
+        if isinstance(message, Mapping) and message.get("role") == "assistant":
+            names |= _called_names(message)
     choice = body.get("tool_choice")
     if isinstance(choice, Mapping):
         function = choice.get("function")
@@ -205,11 +188,21 @@ def called_tools(answer: Mapping[str, Any]) -> set[str]:
     choices = answer.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, Mapping) else None
-        if not isinstance(message, Mapping):
-            continue
-        calls = message.get("tool_calls")
-        for call in calls if isinstance(calls, list) else ():
-            function = call.get("function") if isinstance(call, Mapping) else None
-            if isinstance(function, Mapping) and isinstance(function.get("name"), str):
-                names.add(function["name"])
+        if isinstance(message, Mapping):
+            names |= _called_names(message)
+    return names
+
+
+def _called_names(message: Mapping[str, Any]) -> set[str]:
+    """Names of the functions an assistant message calls (`tool_calls`, or the legacy
+    `function_call`)."""
+    names: set[str] = set()
+    calls = message.get("tool_calls")
+    functions = (
+        [c.get("function") for c in calls if isinstance(c, Mapping)] if isinstance(calls, list) else []
+    )
+    functions.append(message.get("function_call"))
+    for function in functions:
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            names.add(function["name"])
     return names

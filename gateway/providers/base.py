@@ -11,7 +11,7 @@ arrive; usage is read from the bytes without parsing every event.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
@@ -143,6 +143,49 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+class StreamWrapper:
+    """A ResponseStream around another that passes its pieces on unchanged: `usage` is the
+    source's (read and written through), `seen` is the source's list of pieces (or, for a
+    source that keeps none, one of the wrapper's own, which a subclass appends each piece
+    to through `_own_seen`), and `aclose` closes the source once. Subclasses define
+    `_iterate` (or `__aiter__`)."""
+
+    __slots__ = ("_closed", "_own_seen", "_source", "seen")
+
+    def __init__(self, source: ResponseStream) -> None:
+        self._source = source
+        self._closed = False
+        seen: list[bytes] | None = getattr(source, "seen", None)
+        # Accounting (finish reasons, estimates) and the cache recorders read `seen`.
+        self.seen: list[bytes] = [] if seen is None else seen
+        # The list to append each piece to: None when the source already keeps them.
+        self._own_seen: list[bytes] | None = self.seen if seen is None else None
+
+    @property
+    def source(self) -> ResponseStream:
+        return self._source
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._source.usage
+
+    @usage.setter
+    def usage(self, usage: Usage | None) -> None:
+        self._source.usage = usage
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    def _iterate(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._source.aclose()
+
+
 class SSEStream:
     """Wraps an async iterator of raw SSE bytes (whole events) and watches it for usage.
 
@@ -249,3 +292,16 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
 
 def sse_event(payload: Mapping[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_payloads(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The data of every SSE event in these pieces of whole events: `data:` lines joined by
+    newlines, line ends CRLF or LF; events with no data (comments) are skipped."""
+    for piece in pieces:
+        for event in piece.replace(b"\r\n", b"\n").split(b"\n\n"):
+            if event.startswith(b"data: ") and b"\n" not in event:
+                yield event[6:]  # the usual event: one data line
+                continue
+            lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+            if lines:
+                yield b"\n".join(lines)

@@ -198,9 +198,9 @@ class Featurizer:
 def load_encoders(spec: FeatureSpec, static: Any = None, embedder: Any = None) -> tuple[Any, Any]:
     """The (static, full) sentence encoders `spec` needs, loaded unless given."""
     if "static" in spec.kinds and static is None:
-        from gateway.routing.static_embedding import StaticEmbedder
+        from gateway.routing.static_embedding import shared_static_embedder
 
-        static = StaticEmbedder()
+        static = shared_static_embedder()
     if "embedding" in spec.kinds and embedder is None:
         from gateway.semantic.embedder import load_embedder
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -30,13 +29,12 @@ from gateway.accounting.tokens import count_text
 from gateway.compress.extractive import SentenceEmbedder
 from gateway.compress.messages import Options, Outcome, compress_messages
 from gateway.compress.settings import CompressLevel, CompressStageConfig
-from gateway.pipeline import CallNext, RequestContext
+from gateway.pipeline import CallNext, RequestContext, add_transform
 from gateway.providers.base import ProviderResponse
 from gateway.stages.team_settings import TeamOverrides
 
 log = logging.getLogger("tollgate.compress")
 
-TRANSFORMS_HEADER = "x-tollgate-transforms"
 # Prompts above this many characters are compressed on a worker thread, off the event loop
 # (~4 ms of CPU per 1k tokens when extracting: ~20 ms at 20k characters).
 _INLINE_CHARS = 20_000
@@ -74,7 +72,6 @@ class CompressStage:
         )
         self._overrides = TeamOverrides(self.name, TeamSettings, defaults, logger=log)
         self._embedder = embedder
-        self._embedder_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-compress")
 
     async def aclose(self) -> None:
@@ -110,24 +107,18 @@ class CompressStage:
     def _vectors(self) -> SentenceEmbedder:
         """The word-piece table, read the first time a request is compressed extractively."""
         if self._embedder is None:
-            with self._embedder_lock:
-                if self._embedder is None:
-                    from gateway.compress.vectors import WordPieceVectors  # ~0.4 s, 22 MiB
+            from gateway.routing.static_embedding import shared_static_embedder  # ~0.4 s, 22 MiB
 
-                    self._embedder = WordPieceVectors()
+            self._embedder = shared_static_embedder()
         return self._embedder
 
     def _report(self, ctx: RequestContext, outcome: Outcome, level: Level) -> None:
-        names = []
         for name in outcome.transforms:
             if name == "extractive":
                 kept = outcome.extractive_after / max(outcome.extractive_before, 1)
-                names.append(f"{self.name}:extractive({kept:.2f})")
+                add_transform(ctx, f"{self.name}:extractive({kept:.2f})")
             else:
-                names.append(f"{self.name}:{name}")
-        if names:
-            earlier = ctx.response_headers.get(TRANSFORMS_HEADER)
-            ctx.response_headers[TRANSFORMS_HEADER] = ",".join([earlier, *names] if earlier else names)
+                add_transform(ctx, f"{self.name}:{name}")
         saved = sum(outcome.saved_by_transform.values())
         ctx.record(
             self.name,

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.accounting.prices import PriceTable
-from gateway.accounting.tokens import count_prompt, encoding_for
+from gateway.accounting.tokens import count_prompt, count_tools, encoding_for
 from gateway.config import ContextStageConfig
 from gateway.context import history
 from gateway.context.prune import prune_tool_results
@@ -41,20 +41,12 @@ from gateway.context.settings import ToolSelectionConfig
 from gateway.context.tools import Selection, TextEmbedder, ToolVectors, called_tools, select
 from gateway.dispatch import Dispatcher
 from gateway.errors import TollgateError
-from gateway.pipeline import CallNext, Request, RequestContext
-from gateway.providers.base import ProviderResponse, Usage
+from gateway.pipeline import CallNext, Request, RequestContext, add_transform
+from gateway.providers.base import ProviderResponse, StreamWrapper
 from gateway.stages.team_settings import TeamOverrides, Throttled
 from gateway.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("tollgate.context")
-
-TRANSFORMS_HEADER = "x-tollgate-transforms"
-
-
-def add_transform(ctx: RequestContext, label: str) -> None:
-    """Append to the comma-separated header other stages share."""
-    current = ctx.response_headers.get(TRANSFORMS_HEADER)
-    ctx.response_headers[TRANSFORMS_HEADER] = f"{current},{label}" if current else label
 
 
 class TeamSettings(BaseModel):
@@ -115,6 +107,7 @@ class ContextStage:
         # One thread embeds: onnxruntime releases the GIL, the event loop runs on meanwhile.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tollgate-context")
         self._warnings = Throttled(log)
+        self._told_no_embedder = False
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -186,7 +179,7 @@ class ContextStage:
         )
         if cut is None:
             return
-        before = count_prompt("chat", model, {"messages": messages})
+        before = cut.tokens
         try:
             summary, cost_usd, cached, usage = await self._summarise(ctx, messages, cut)
         except (TollgateError, ValueError) as err:
@@ -287,15 +280,23 @@ class ContextStage:
     async def _select(
         self, ctx: RequestContext, body: dict[str, Any], model: str, settings: _Settings
     ) -> Selection | None:
-        assert self._vectors is not None
-        loop = asyncio.get_running_loop()
-        selection = await loop.run_in_executor(self._pool, select, self._vectors, body, settings.top_k)
-        if selection is None or not selection.removed:
+        if self._vectors is None:
+            # A team turned selection on where the gateway loaded no embedder to select with.
+            if not self._told_no_embedder:
+                self._told_no_embedder = True
+                log.warning(
+                    "a team turned tool selection on, but the gateway has it off (no embedder "
+                    "loaded): tools are sent as they come"
+                )
             return None
+        loop = asyncio.get_running_loop()
+        selected = await loop.run_in_executor(
+            self._pool, _select_tools, self._vectors, body, settings.top_k, model
+        )
+        if selected is None:
+            return None
+        selection, kept, before, after = selected
         tools = body["tools"]
-        kept = [tools[i] for i in selection.kept]
-        before = _tool_tokens(model, tools)
-        after = _tool_tokens(model, kept)
         body["tools"] = kept
         ctx.record(
             self.name,
@@ -353,54 +354,52 @@ class ContextStage:
 
 def load_tool_embedder(config: ToolSelectionConfig) -> TextEmbedder:
     if config.embedder == "static":
-        from gateway.routing.static_embedding import StaticEmbedder
+        from gateway.routing.static_embedding import shared_static_embedder
 
-        return StaticEmbedder()
+        return shared_static_embedder()
     from gateway.semantic.embedder import shared_embedder
 
     return shared_embedder("onnx")
 
 
-def _tool_tokens(model: str, tools: list[Any]) -> int:
-    return count_prompt("chat", model, {"tools": tools}) - count_prompt("chat", model, {})
+def _select_tools(
+    vectors: ToolVectors, body: dict[str, Any], top_k: int, model: str
+) -> tuple[Selection, list[Any], int, int] | None:
+    """On the worker thread: the selection, the tools kept, and the tools' tokens before and
+    after; None when nothing is left out."""
+    selection = select(vectors, body, top_k)
+    if selection is None or not selection.removed:
+        return None
+    tools = body["tools"]
+    kept = [tools[i] for i in selection.kept]
+    return selection, kept, count_tools(model, tools), count_tools(model, kept)
 
 
-class _WatchedStream:
+class _WatchedStream(StreamWrapper):
     """A streamed answer passed through untouched; at its end, a call of a tool that was left
     out is recorded (the client already has the stream, so it is not re-sent)."""
 
+    __slots__ = ("_ctx", "_names")
+
     def __init__(self, inner: Any, ctx: RequestContext, removed: set[str]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._ctx = ctx
-        self._removed = removed
         self._names = [n.encode() for n in removed]
 
-    @property
-    def usage(self) -> Usage | None:
-        usage: Usage | None = self._inner.usage
-        return usage
-
-    @usage.setter
-    def usage(self, value: Usage | None) -> None:
-        self._inner.usage = value
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._watch()
-
-    async def _watch(self) -> AsyncIterator[bytes]:
-        seen: set[str] = set()
-        async for chunk in self._inner:
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        called: set[str] = set()
+        own = self._own_seen
+        async for chunk in self._source:
+            if own is not None:
+                own.append(chunk)
             if b'"tool_calls"' in chunk:
-                seen.update(
+                called.update(
                     n.decode()
                     for n in self._names
                     if b'"name":"' + n + b'"' in chunk.replace(b'": "', b'":"')
                 )
             yield chunk
-        if seen:
+        if called:
             self._ctx.record(
-                "context", detail={"transform": "tools_removed_called", "called_removed": sorted(seen)}
+                "context", detail={"transform": "tools_removed_called", "called_removed": sorted(called)}
             )
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()

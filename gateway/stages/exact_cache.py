@@ -27,26 +27,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from gateway.cache import (
     CACHE_HEADER,
     DEFAULT,
-    AnswerRecorder,
-    CachedAnswer,
     CacheStorage,
     deterministic,
     exact_key,
+    keep_answer,
     parse_controls,
+    read_answer,
+    replay,
 )
 from gateway.cache.versions import AnswerVersions
 from gateway.config import Config, ExactCacheStageConfig
 from gateway.dispatch import Dispatcher
-from gateway.pipeline import CallNext, RequestContext
-from gateway.providers.base import Endpoint, ProviderResponse
+from gateway.pipeline import FORWARDED_HEADER_PREFIXES, CallNext, RequestContext
+from gateway.providers.base import ProviderResponse
 from gateway.stages.team_settings import TeamOverrides, Throttled
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store
 
 log = logging.getLogger("tollgate.exact_cache")
-
-AGE_HEADER = "x-tollgate-cache-age"
-# Client headers forwarded upstream that differ on every request and never change an answer.
-_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
 class TeamSettings(BaseModel):
@@ -98,52 +95,19 @@ class ExactCacheStage:
         key = exact_key(request, ctx.team, version, forwarded=_forwarded(ctx.client_headers))
         storage = self._storage(ctx.team, settings)
         if controls.read:
-            answer = await self._lookup(storage, key)
+            answer = await read_answer(storage, key, self._warnings.warn)
             if answer is not None:
                 age = answer.age_s()
                 if controls.fresh_enough(age):
-                    return self._hit(ctx, answer, age)
+                    return replay(ctx, self.name, answer, age)
             ctx.record(self.name, detail={"status": "miss"})
         ctx.response_headers[CACHE_HEADER] = controls.status
         response = await call_next(ctx)
         # Only an upstream's own answer: never another stage's short-circuit, never an error.
         if controls.write and response.status == 200 and ctx.deployment is not None:
-            self._keep(storage, key, request.endpoint, response)
+            # Stored once the client has it.
+            keep_answer(response, request.endpoint, lambda answer: storage.put_nowait(key, answer.to_bytes()))
         return response
-
-    # --- hits and misses ---------------------------------------------------------------
-
-    def _hit(self, ctx: RequestContext, answer: CachedAnswer, age: float) -> ProviderResponse:
-        ctx.response_headers[CACHE_HEADER] = "hit"
-        ctx.response_headers[AGE_HEADER] = str(int(age))
-        ctx.record(self.name, owns_remainder=True, detail={"status": "hit", "age_s": round(age, 3)})
-        if ctx.request.stream and answer.endpoint != "embeddings":
-            return answer.stream_response(ctx.request.include_usage, request_id=ctx.request_id)
-        return answer.json_response(ctx.request_id)
-
-    async def _lookup(self, storage: CacheStorage, key: str) -> CachedAnswer | None:
-        try:
-            raw = await storage.get(key)
-        except StoreUnavailable as err:
-            self._warnings.warn("the cache's store is unavailable; answering without it", err)
-            return None
-        if raw is None:
-            return None
-        try:
-            return CachedAnswer.from_bytes(raw)
-        except ValueError as err:
-            self._warnings.warn("a cache entry could not be read; treated as a miss", err)
-            return None
-
-    def _keep(self, storage: CacheStorage, key: str, endpoint: Endpoint, response: ProviderResponse) -> None:
-        """Store the answer once the client has it."""
-        if response.stream is not None:
-            response.stream = AnswerRecorder(
-                response.stream, endpoint, lambda answer: storage.put_nowait(key, answer.to_bytes())
-            )
-        else:
-            # Runs when the response is being sent: its body is parsed by then for accounting.
-            asyncio.get_running_loop().call_soon(_keep_json, storage, key, endpoint, response)
 
     # --- settings, versions, storages ----------------------------------------------------
 
@@ -169,16 +133,11 @@ class ExactCacheStage:
         await asyncio.gather(*(storage.aclose() for storage in self._storages.values()), *self._closing)
 
 
-def _keep_json(storage: CacheStorage, key: str, endpoint: Endpoint, response: ProviderResponse) -> None:
-    try:
-        answer = CachedAnswer.from_response(endpoint, response)
-        if answer is not None:
-            storage.put_nowait(key, answer.to_bytes())
-    except Exception:
-        log.exception("storing an answer in the cache failed")
-
-
 def _forwarded(headers: Mapping[str, str]) -> Mapping[str, str] | None:
+    """The client headers forwarded upstream that can change the answer (trace context,
+    also passed on, differs on every request and cannot)."""
     if not headers:
         return None
-    return {name: value for name, value in headers.items() if name not in _TRACE_HEADERS} or None
+    return {
+        name: value for name, value in headers.items() if name.startswith(FORWARDED_HEADER_PREFIXES)
+    } or None

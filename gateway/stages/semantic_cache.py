@@ -28,16 +28,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.cache import (
-    CACHE_HEADER,
     DEFAULT,
-    AnswerRecorder,
     CacheControls,
     CachedAnswer,
     CacheStorage,
     context_fingerprint,
     deterministic,
+    keep_answer,
     last_user_text,
     parse_controls,
+    read_answer,
+    replay,
 )
 from gateway.cache.keys import digest
 from gateway.cache.versions import AnswerVersions
@@ -136,7 +137,7 @@ class SemanticCacheStage:
         version = self._versions(request.model)
         if version is None:
             return await call_next(ctx)
-        namespace = digest([ctx.team, version, context_fingerprint(request)])
+        namespace = digest([ctx.team, version, context_fingerprint(request, question)])
         vector: np.ndarray | None = None
         index = self._catalog.index(namespace)
         if controls.read and index is not None and len(index):
@@ -175,39 +176,27 @@ class SemanticCacheStage:
         if entry is None:
             return None
         # The entry's namespace includes the team, so its answer is in this team's storage.
-        storage = self._storage(ctx.team)
-        try:
-            raw = await storage.get(entry.answer_key)
-        except StoreUnavailable as err:
-            self._warnings.warn("the semantic cache's store is unavailable; answering without it", err)
-            return None
-        if raw is None:
+        answer = await read_answer(
+            self._storage(ctx.team),
+            entry.answer_key,
+            self._warnings.warn,
+            cache="semantic cache",
             # Evicted or expired: forget it here too.
-            self._catalog.drop(match.id)
-            return None
-        try:
-            answer = CachedAnswer.from_bytes(raw)
-        except ValueError as err:
-            self._warnings.warn("a semantic cache entry could not be read; treated as a miss", err)
+            on_absent=lambda: self._catalog.drop(match.id),
+        )
+        if answer is None:
             return None
         age = answer.age_s()
         if not controls.fresh_enough(age):
             return None
-        return self._hit(ctx, answer, match, age)
-
-    def _hit(self, ctx: RequestContext, answer: CachedAnswer, match: Match, age: float) -> ProviderResponse:
-        ctx.response_headers[CACHE_HEADER] = "hit"
-        ctx.response_headers[SOURCE_HEADER] = "semantic"
-        ctx.response_headers[SIMILARITY_HEADER] = f"{match.similarity:.4f}"
-        ctx.response_headers["x-tollgate-cache-age"] = str(int(age))
-        ctx.record(
+        return replay(
+            ctx,
             self.name,
-            owns_remainder=True,
-            detail={"status": "hit", "similarity": round(match.similarity, 4), "age_s": round(age, 3)},
+            answer,
+            age,
+            headers={SOURCE_HEADER: "semantic", SIMILARITY_HEADER: f"{match.similarity:.4f}"},
+            detail={"similarity": round(match.similarity, 4)},
         )
-        if ctx.request.stream:
-            return answer.stream_response(ctx.request.include_usage, request_id=ctx.request_id)
-        return answer.json_response(ctx.request_id)
 
     # --- storing --------------------------------------------------------------------------
 
@@ -223,16 +212,7 @@ class SemanticCacheStage:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-        if response.stream is not None:
-            response.stream = AnswerRecorder(response.stream, "chat", keep)
-        else:
-
-            def keep_json() -> None:
-                answer = CachedAnswer.from_response("chat", response)
-                if answer is not None:
-                    keep(answer)
-
-            asyncio.get_running_loop().call_soon(keep_json)
+        keep_answer(response, "chat", keep)
 
     async def _write(
         self, team: str, namespace: str, question: str, vector: np.ndarray | None, answer: CachedAnswer
@@ -242,11 +222,10 @@ class SemanticCacheStage:
                 loop = asyncio.get_running_loop()
                 vector = (await loop.run_in_executor(self._pool, self._embedder.embed, [question]))[0]
             key = f"sc:{team}:{digest([namespace, question])}"
-            storage = self._storage(team)
-            await storage.put(key, answer.to_bytes())
-            await storage.flush()
-            # The entry is announced only once its answer can be read.
-            await self._catalog.add(Entry(namespace, question, key, time.time()), vector)
+            written = self._storage(team).put_nowait(key, answer.to_bytes())
+            # The entry is announced only once its answer can be read (never if it was dropped).
+            if written is not None and await written:
+                await self._catalog.add(Entry(namespace, question, key, time.time()), vector)
         except StoreUnavailable as err:
             self._warnings.warn("the semantic cache could not store an answer", err)
         except Exception:

@@ -27,18 +27,12 @@ from typing import Any
 import orjson
 
 from gateway.errors import TollgateError, UpstreamError
-from gateway.providers.base import Usage
+from gateway.providers.base import Usage, sse_payloads
 from gateway.wire.anthropic import message_id_for, stop_reason_for, tool_use_id, usage_for
 
 
 def _event(name: str, payload: Mapping[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _data(event: bytes) -> bytes | None:
-    """The data of one SSE event (lines joined), or None for a comment-only event."""
-    lines = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
-    return b"\n".join(lines) if lines else None
 
 
 class AnthropicStream:
@@ -120,10 +114,7 @@ class AnthropicStream:
     # ---- OpenAI input ------------------------------------------------------------------
 
     def _translate(self, data: bytes, out: list[bytes]) -> None:
-        for event in data.replace(b"\r\n", b"\n").split(b"\n\n"):
-            payload = _data(event)
-            if payload is None:
-                continue
+        for payload in sse_payloads((data,)):
             if payload.strip() == b"[DONE]":
                 self._complete(out)
                 return

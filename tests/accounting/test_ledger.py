@@ -36,11 +36,6 @@ FAST = {"flush_interval_s": 0.01, "retry_base_s": 0.01, "retry_max_s": 0.05}
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def sqlite(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     store = await SqliteStore.open(tmp_path / "ledger.db")
     yield store

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 import tiktoken
 
-from gateway.accounting.tokens import count_prompt, count_text, encoding_for, encoding_name
+from gateway.accounting.tokens import (
+    count_prompt,
+    count_text,
+    count_tools,
+    encoding_for,
+    encoding_name,
+    message_tokens,
+)
 from gateway.sim.core import SimCore
 
 
@@ -193,3 +200,25 @@ def test_odd_shapes_still_count_the_text_they_hold() -> None:
     )
     assert count_prompt("chat", "gpt-4o", {}) == 3
     assert count_prompt("chat", "gpt-4o", "not a body") == 0  # type: ignore[arg-type]
+
+
+def test_long_texts_counted_again_give_the_same_count_per_encoding() -> None:
+    """A long text's count is remembered per encoding: the same text under another encoding
+    is counted by that encoding, and a text one character apart is counted afresh."""
+    text = "The history of the conversation, sent again on every turn. " * 40
+    for _ in range(2):
+        assert count_text("gpt-4o", text) == len(tiktoken.get_encoding("o200k_base").encode(text))
+        assert count_text("gpt-4", text) == len(tiktoken.get_encoding("cl100k_base").encode(text))
+        assert count_text("gpt-4o", text + "!") == len(tiktoken.get_encoding("o200k_base").encode(text + "!"))
+
+
+def test_a_chat_prompt_is_its_base_its_tools_and_its_messages() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi " * 200, "name": "a"},
+    ]
+    whole = count_prompt("chat", "gpt-4o", {"tools": tools, "messages": messages})
+    parts = count_prompt("chat", "gpt-4o", {}) + count_tools("gpt-4o", tools)
+    assert whole == parts + sum(message_tokens("gpt-4o", m) for m in messages)
+    assert count_tools("gpt-4o", []) == 0 and count_tools("gpt-4o", None) == 0

@@ -150,11 +150,6 @@ async def _openai_stream() -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_an_anthropic_stream_reports_cache_writes_in_its_message_delta() -> None:
     stream = AnthropicStream(_openai_stream(), model="claude-haiku-4-5")

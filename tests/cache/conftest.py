@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.store.conftest import open_backend, store
 
 __all__ = ["open_backend", "store"]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"

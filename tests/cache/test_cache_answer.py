@@ -15,10 +15,10 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.cache import AnswerRecorder, CachedAnswer, assemble
+from gateway.cache import AnswerRecorder, CachedAnswer, assemble, keep_answer
 from gateway.config import Deployment
 from gateway.errors import UpstreamError
-from gateway.providers.base import DONE_EVENT, Endpoint, ProviderCall, ProviderResponse, Usage
+from gateway.providers.base import DONE_EVENT, Endpoint, ProviderCall, ProviderResponse, StreamWrapper, Usage
 from gateway.sim.transport import SimProvider
 from gateway.wire.anthropic_stream import AnthropicStream
 
@@ -38,11 +38,6 @@ CHAT_BODIES: dict[str, dict[str, Any]] = {
     "n2-logprobs": {"messages": [{"role": "user", "content": "Two takes."}], "n": 2, "max_tokens": 20,
                     "logprobs": True, "top_logprobs": 2},
 }  # fmt: skip
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def _ask(
@@ -167,6 +162,58 @@ async def test_a_stream_whose_choice_never_finished_is_not_an_answer() -> None:
     assert body is not None and CachedAnswer.from_body("chat", body) is None
     assert assemble("chat", [b'data: {"error":{"message":"boom"}}\n\n']) is None
     assert assemble("chat", [b"data: {not json\n\n"]) is None
+
+
+async def test_a_stream_with_crlf_line_ends_and_multi_line_data_assembles_the_same() -> None:
+    response = await _ask("chat", CHAT_BODIES["text"], stream=True)
+    assert response.stream is not None
+    pieces = [piece async for piece in response.stream]
+    expected = assemble("chat", pieces)
+    # The same events, as a server with CRLF line ends and JSON split over data lines may send them.
+    rewritten = [
+        piece.replace(b'{"id"', b'{\r\ndata: "id"').replace(b"\n\n", b"\r\n\r\n") for piece in pieces
+    ]
+    assert expected is not None and assemble("chat", rewritten) == expected
+
+
+# --- several caches keeping one response --------------------------------------------
+
+
+async def test_caches_keeping_one_stream_share_one_recording_and_one_answer() -> None:
+    response = await _ask("chat", CHAT_BODIES["text"], stream=True)
+    first: list[CachedAnswer] = []
+    second: list[CachedAnswer] = []
+    keep_answer(response, "chat", first.append)
+    recorder = response.stream
+    assert isinstance(recorder, AnswerRecorder)
+    # A wrapper that passes pieces on unchanged in between (as another stage may add).
+    response.stream = _PassThrough(recorder)
+    keep_answer(response, "chat", second.append)
+    assert isinstance(response.stream, _PassThrough)  # not wrapped a second time
+    async for _ in response.stream:
+        pass
+    await response.stream.aclose()
+    await asyncio.sleep(0)
+    assert len(first) == 1 and second == first and second[0] is first[0]
+
+
+async def test_caches_keeping_one_json_response_get_one_answer_built_once() -> None:
+    response = await _ask("chat", CHAT_BODIES["text"], stream=False)
+    first: list[CachedAnswer] = []
+    second: list[CachedAnswer] = []
+    keep_answer(response, "chat", first.append)
+    keep_answer(response, "chat", second.append)
+    assert first == []  # built once the response is on its way, not before
+    await asyncio.sleep(0)
+    assert len(first) == 1 and second[0] is first[0]
+    await asyncio.sleep(0)
+    assert len(first) == 1  # and once only
+
+
+class _PassThrough(StreamWrapper):
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        async for piece in self._source:
+            yield piece
 
 
 # --- replay --------------------------------------------------------------------------

@@ -52,3 +52,12 @@ def test_an_unknown_mode_is_a_400_that_names_the_header_and_the_allowed_values()
     assert err.message == (
         "Invalid value for header 'x-tollgate-cache': 'sometimes'. Allowed values: bypass, refresh, only-if-cached."
     )
+
+
+def test_the_stages_that_ask_for_one_request_share_one_parse() -> None:
+    headers = {"cache-control": "max-age=30, no-cache", "x-tollgate-cache": "refresh"}
+    assert parse_controls(headers) is parse_controls(dict(headers))
+    # A refused value is refused every time, never remembered as an answer.
+    for _ in range(2):
+        with pytest.raises(InvalidRequest):
+            parse_controls({"x-tollgate-cache": "sometimes"})

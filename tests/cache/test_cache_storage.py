@@ -141,3 +141,21 @@ async def test_two_instances_on_one_store_share_entries_and_the_bound(
     await second.aclose()
     if other is not store:
         await other.aclose()
+
+
+async def test_a_writer_can_await_its_own_entry_and_hears_when_it_was_dropped(store: Store) -> None:
+    storage = CacheStorage(store, PREFIX, max_bytes=500, ttl_s=60)
+    written = storage.put_nowait(_key(1), _value(1))
+    assert written is not None and await written is True
+    assert await storage.get(_key(1)) == _value(1)
+    assert storage.put_nowait(_key(2), _value(2, size=501)) is None  # larger than the bound
+    await storage.aclose()
+    assert storage.put_nowait(_key(3), _value(3)) is None  # closed
+
+
+async def test_a_write_that_fails_resolves_its_future_false() -> None:
+    store = MemoryStore()
+    storage = CacheStorage(store, PREFIX, max_bytes=10_000, ttl_s=60)
+    await store.aclose()
+    written = storage.put_nowait(_key(1), _value(1))
+    assert written is not None and await written is False

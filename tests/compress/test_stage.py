@@ -8,17 +8,12 @@ from typing import Any
 import pytest
 
 from gateway.config import parse_config
-from gateway.pipeline import Principal, Request, RequestContext
+from gateway.pipeline import TRANSFORMS_HEADER, Principal, Request, RequestContext
 from gateway.providers.base import ProviderResponse
-from gateway.stages.compress import TRANSFORMS_HEADER, CompressStage
+from gateway.stages.compress import CompressStage
 from tests.compress.test_messages import ANSWER, QUESTION, _document
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def _stage(**settings: Any) -> CompressStage:

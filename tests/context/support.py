@@ -9,7 +9,7 @@ from gateway.accounting.prices import PriceTable
 from gateway.config import PriceOverride, parse_config
 from gateway.pipeline import Request, RequestContext
 from gateway.providers.base import ProviderResponse
-from gateway.routing.static_embedding import StaticEmbedder
+from gateway.routing.static_embedding import StaticEmbedder, shared_static_embedder
 from gateway.stages.context import ContextStage
 from gateway.store.memory import MemoryStore
 
@@ -42,20 +42,20 @@ PRICES = PriceTable(
     lookup=lambda model: None,
 )
 
-_EMBEDDER: list[StaticEmbedder] = []
-
 
 def embedder() -> StaticEmbedder:
-    if not _EMBEDDER:
-        _EMBEDDER.append(StaticEmbedder())
-    return _EMBEDDER[0]
+    return shared_static_embedder()
 
 
-def build(context: dict[str, Any] | None = None) -> tuple[ContextStage, FakeSummariser, MemoryStore]:
+def build(
+    context: dict[str, Any] | None = None, *, with_embedder: bool = True
+) -> tuple[ContextStage, FakeSummariser, MemoryStore]:
+    """`with_embedder=False`: the gateway loaded no embedder (tool selection off at start-up)."""
     config = parse_config({"stages": {"context": context or {}}})
     summariser = FakeSummariser()
     store = MemoryStore()
-    stage = ContextStage(config.stages.context, store, summariser, PRICES, embedder())  # type: ignore[arg-type]
+    vectors = embedder() if with_embedder else None
+    stage = ContextStage(config.stages.context, store, summariser, PRICES, vectors)  # type: ignore[arg-type]
     return stage, summariser, store
 
 

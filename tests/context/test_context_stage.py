@@ -12,12 +12,6 @@ from gateway.pipeline import Principal, RequestContext
 from gateway.providers.base import ProviderResponse
 from tests.context.support import build, context
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 TOPICS = [
     ("get_weather", "Current weather and forecast for a city"),
     ("send_email", "Send an email message to a recipient"),
@@ -178,6 +172,26 @@ async def test_a_team_can_retune_top_k() -> None:
     upstream = Upstream(answer())
     await stage(ctx, upstream)
     assert len(upstream.bodies[0]["tools"]) == 2
+
+
+@pytest.mark.anyio
+async def test_a_team_turning_selection_on_without_an_embedder_sends_every_tool(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway has tool selection off, so no embedder is loaded: a team's policy that
+    turns it on cannot select, and its requests pass with every tool (said once in the log)."""
+    stage, _, _ = build({"tool_selection": {"enabled": False}}, with_embedder=False)
+    for _ in range(3):
+        ctx = context({"messages": QUESTION, "tools": TOOLS})
+        ctx.principal = Principal(team="t", key_id="k")
+        ctx.stage_settings = {"context": {"tool_selection": True, "max_tools": 4, "top_k": 2}}
+        upstream = Upstream(answer())
+        response = await stage(ctx, upstream)
+        assert response.status == 200
+        assert upstream.bodies[0]["tools"] == TOOLS and not ctx.records
+        assert "x-tollgate-transforms" not in ctx.response_headers
+    told = [r for r in caplog.records if r.name == "tollgate.context" and "tool selection" in r.getMessage()]
+    assert len(told) == 1
 
 
 @pytest.mark.anyio

@@ -29,11 +29,6 @@ SYSTEM = {
 BUDGET = 2000
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def mt_bench_conversations(count: int = 20) -> list[list[dict[str, Any]]]:
     """Several MT-Bench questions chained into one conversation, each answered at length."""
     if not MT_BENCH.exists():
@@ -163,3 +158,10 @@ def test_history_is_off_without_a_summary_model() -> None:
 def test_the_plan_never_cuts_before_the_first_turn() -> None:
     messages = [SYSTEM, {"role": "user", "content": "word " * 5000}]
     assert plan(messages, "gpt-4o", budget_tokens=500, keep_recent_turns=2, summary_tokens=100) is None
+
+
+def test_the_plan_counts_the_whole_prompt_as_the_counter_does() -> None:
+    messages = synthetic(12, 60)
+    cut = plan(messages, "gpt-4o", budget_tokens=600, keep_recent_turns=2, summary_tokens=100)
+    assert cut is not None
+    assert cut.tokens == count_prompt("chat", "gpt-4o", {"messages": messages})

@@ -15,11 +15,6 @@ pytestmark = pytest.mark.anyio
 DIM = 8
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _vector(seed: int) -> np.ndarray:
     v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
     return v / np.linalg.norm(v)

@@ -131,11 +131,6 @@ ADMIT: dict[str, Setup] = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=sorted(REGISTRY))
 async def admitted(request: pytest.FixtureRequest) -> tuple[Stage, Callable[[RequestContext], None]]:
     assert request.param in ADMIT, f"stage {request.param!r} has no contract setup in ADMIT"

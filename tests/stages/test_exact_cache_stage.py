@@ -29,11 +29,6 @@ BODY: dict[str, Any] = {"model": "sim/gpt-4o", "temperature": 0, "max_tokens": 3
                         "messages": [{"role": "user", "content": "What is an exact cache?"}]}  # fmt: skip
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _config(models: dict[str, Any] = MODELS, **exact_cache: Any) -> Config:
     return parse_config({"models": models, "stages": {"exact_cache": exact_cache}})
 
@@ -182,4 +177,22 @@ async def test_an_unknown_model_passes_through_to_be_refused() -> None:
     stage, downstream = _stage(MemoryStore(), _config({}))
     with pytest.raises(ModelNotFound):
         await _ask(stage, downstream)
+    await stage.aclose()
+
+
+async def test_the_key_holds_the_forwarded_switches_but_not_the_trace_context() -> None:
+    stage, downstream = _stage(MemoryStore())
+
+    def asking(**client_headers: str) -> RequestContext:
+        ctx = _ctx()
+        ctx.client_headers = {name.replace("_", "-"): value for name, value in client_headers.items()}
+        return ctx
+
+    await _ask(stage, downstream, asking(traceparent="00-aaaa-01", x_sim_ttft_ms="1"))
+    again, _ = await _ask(
+        stage, downstream, asking(traceparent="00-bbbb-01", tracestate="k=v", x_sim_ttft_ms="1")
+    )
+    assert again.response_headers["x-tollgate-cache"] == "hit"
+    other, _ = await _ask(stage, downstream, asking(traceparent="00-cccc-01", x_sim_ttft_ms="2"))
+    assert other.response_headers["x-tollgate-cache"] == "miss"
     await stage.aclose()

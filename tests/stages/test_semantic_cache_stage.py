@@ -25,11 +25,6 @@ MODELS: dict[str, Any] = {"sim/*": {"deployments": [{"provider": "sim", "model":
 SYSTEM = {"role": "system", "content": "You answer questions about our product."}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def embedder() -> Embedder:
     return load_embedder()
@@ -206,4 +201,14 @@ async def test_an_entry_whose_answer_is_gone_is_forgotten_and_missed(embedder: E
     assert _status(gone) == "miss"
     # The miss was answered and stored again.
     assert len(stage.catalog) == 1
+    await stage.aclose()
+
+
+async def test_an_answer_the_storage_drops_is_never_announced(embedder: Embedder) -> None:
+    # Every answer is larger than this bound: the storage refuses it, so no entry may point to it.
+    stage, downstream = _stage(MemoryStore(), embedder, _config(max_bytes=64))
+    await _ask(stage, downstream, _ctx("Can I pay by bank transfer?"))
+    assert len(stage.catalog) == 0
+    again, _ = await _ask(stage, downstream, _ctx("Can I pay by bank transfer?"))
+    assert _status(again) == "miss"
     await stage.aclose()

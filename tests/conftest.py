@@ -89,6 +89,12 @@ def running_redis(workdir: Path) -> Iterator[str]:
             _stop(int(pidfile.read_text().strip()))
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Every `@pytest.mark.anyio` test runs on asyncio."""
+    return "asyncio"
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One real redis-server for the whole session; tests isolate themselves by key prefix."""

@@ -47,11 +47,6 @@ def api_key(gateway: Proc) -> str:
     return team_key(gateway, "e2e")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 # A simulator recorded on its way (what really reached it), and one that always answers 500.
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from tests.compress.test_messages import ANSWER, QUESTION, _document
-from tests.support.procs import Proc, admin, ledger_with, run_gateway, team_key
+from tests.support.procs import Proc, admin, ledger_with, money, run_gateway, sdk_client
 
 pytestmark = pytest.mark.e2e
 
@@ -105,13 +105,8 @@ def _ask(client: openai.OpenAI) -> Any:
     )
 
 
-def _money(raw: Any) -> tuple[Decimal, Decimal, Decimal]:
-    h = raw.headers
-    return Decimal(h["x-tollgate-cost-usd"]), Decimal(h["x-tollgate-baseline-usd"]), Decimal(h["x-tollgate-saved-usd"])
-
-
 def test_lossless_by_default_minifies_the_tool_result_and_keeps_the_rest(gw: Proc, upstream: Bodies) -> None:
-    client = openai.OpenAI(base_url=gw.v1, api_key=team_key(gw, "compress-lossless"), max_retries=0, timeout=30)
+    client = sdk_client(gw, "compress-lossless")
     raw = _ask(client)
     assert raw.headers["x-tollgate-transforms"] == "compress:json"
     sent = upstream.bodies[-1]["messages"]
@@ -119,14 +114,14 @@ def test_lossless_by_default_minifies_the_tool_result_and_keeps_the_rest(gw: Pro
     assert sent[0] == original[0] and sent[-1] == original[-1]
     assert json.loads(sent[3]["content"]) == json.loads(original[3]["content"])
     assert len(sent[3]["content"]) < len(original[3]["content"])
-    cost, baseline, saved = _money(raw)
+    cost, baseline, saved = money(raw)
     assert baseline > cost > 0 and saved == baseline - cost
     client.close()
 
 
 def test_a_teams_ratio_extracts_the_document_and_the_saving_is_the_stages(gw: Proc, upstream: Bodies) -> None:
     team = f"compress-{uuid.uuid4().hex[:6]}"
-    client = openai.OpenAI(base_url=gw.v1, api_key=team_key(gw, team), max_retries=0, timeout=30)
+    client = sdk_client(gw, team)
     admin(gw, "PUT", f"/admin/policies/{team}", {"stages": {"compress": {"level": 0.4}}})
     deadline = time.monotonic() + 10
     while "extractive" not in (raw := _ask(client)).headers["x-tollgate-transforms"]:
@@ -135,7 +130,7 @@ def test_a_teams_ratio_extracts_the_document_and_the_saving_is_the_stages(gw: Pr
     assert raw.headers["x-tollgate-transforms"].startswith("compress:json,compress:extractive(0.")
     last = upstream.bodies[-1]["messages"][-1]["content"]
     assert ANSWER in last and last.endswith(QUESTION) and len(last) < 0.6 * len(_messages()[-1]["content"])
-    cost, baseline, saved = _money(raw)
+    cost, baseline, saved = money(raw)
     assert baseline > cost > 0
     request_id = raw.headers["x-request-id"]
     row = ledger_with(gw, [request_id])[request_id]

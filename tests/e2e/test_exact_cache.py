@@ -17,7 +17,18 @@ import anthropic
 import openai
 import pytest
 
-from tests.support.procs import Proc, admin, gateways_on_redis, http, ledger_with, run_gateway, team_key
+from tests.support.procs import (
+    Proc,
+    admin,
+    gateways_on_redis,
+    http,
+    ledger_with,
+    money,
+    redis_db,
+    run_gateway,
+    sdk_client,
+    team_key,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,11 +57,6 @@ def gw(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield proc
 
 
-def _client(gw: Proc, team: str | None = None) -> openai.OpenAI:
-    key = team_key(gw, team or f"xc-{uuid.uuid4().hex[:8]}")
-    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0, timeout=30)
-
-
 def _question() -> list[dict[str, str]]:
     return [{"role": "user", "content": f"What does an exact cache store? ({uuid.uuid4().hex[:6]})"}]
 
@@ -73,27 +79,18 @@ def _wait_cached(client: openai.OpenAI, messages: list[dict[str, str]], **extra:
             time.sleep(0.02)
 
 
-def _money(raw: Any) -> tuple[Decimal, Decimal, Decimal]:
-    h = raw.headers
-    return (
-        Decimal(h["x-tollgate-cost-usd"]),
-        Decimal(h["x-tollgate-baseline-usd"]),
-        Decimal(h["x-tollgate-saved-usd"]),
-    )
-
-
 def test_a_repeated_deterministic_request_is_a_hit_that_costs_nothing(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     miss = _ask(client, question, temperature=0)
     assert miss.headers["x-tollgate-cache"] == "miss"
-    cost, baseline, _ = _money(miss)
+    cost, baseline, _ = money(miss)
     assert cost > 0 and baseline == cost
     _wait_cached(client, question, temperature=0)
 
     hit = _ask(client, question, temperature=0)
     assert hit.headers["x-tollgate-cache"] == "hit" and int(hit.headers["x-tollgate-cache-age"]) >= 0
-    assert _money(hit) == (Decimal(0), baseline, baseline)  # the whole baseline saved, by this stage
+    assert money(hit) == (Decimal(0), baseline, baseline)  # the whole baseline saved, by this stage
     first, again = miss.parse(), hit.parse()
     assert again.choices[0].message.content == first.choices[0].message.content
     assert again.usage == first.usage and again.id != first.id
@@ -107,7 +104,7 @@ def test_a_repeated_deterministic_request_is_a_hit_that_costs_nothing(gw: Proc) 
 
 
 def test_a_seed_makes_a_request_cacheable_and_embeddings_always_are(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     _ask(client, question, seed=11, temperature=0.8)
     _wait_cached(client, question, seed=11, temperature=0.8)
@@ -136,7 +133,7 @@ def _stream_text(client: openai.OpenAI, messages: list[dict[str, str]], **extra:
 
 
 def test_a_streamed_hit_is_a_valid_stream_for_the_sdk_from_a_json_answer(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     answer = _ask(client, question, temperature=0).parse()
     _wait_cached(client, question, temperature=0)
@@ -152,7 +149,7 @@ def test_a_streamed_hit_is_a_valid_stream_for_the_sdk_from_a_json_answer(gw: Pro
 
 
 def test_a_json_request_hits_an_entry_a_stream_wrote(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     text, usage, headers = _stream_text(client, question, temperature=0)
     assert headers["x-tollgate-cache"] == "miss"
@@ -164,7 +161,10 @@ def test_a_json_request_hits_an_entry_a_stream_wrote(gw: Proc) -> None:
 
 
 def test_the_same_question_from_two_teams_never_shares_an_entry(gw: Proc) -> None:
-    alpha, beta = _client(gw, f"alpha-{uuid.uuid4().hex[:6]}"), _client(gw, f"beta-{uuid.uuid4().hex[:6]}")
+    alpha, beta = (
+        sdk_client(gw, f"alpha-{uuid.uuid4().hex[:6]}"),
+        sdk_client(gw, f"beta-{uuid.uuid4().hex[:6]}"),
+    )
     question = _question()
     _ask(alpha, question, temperature=0)
     _wait_cached(alpha, question, temperature=0)
@@ -173,7 +173,7 @@ def test_the_same_question_from_two_teams_never_shares_an_entry(gw: Proc) -> Non
         _ask(beta, question, temperature=0, extra_headers=ONLY_IF_CACHED)
     assert caught.value.status_code == 504
     other = _ask(beta, question, temperature=0)
-    assert other.headers["x-tollgate-cache"] == "miss" and _money(other)[0] > 0
+    assert other.headers["x-tollgate-cache"] == "miss" and money(other)[0] > 0
     alpha.close()
     beta.close()
 
@@ -196,7 +196,7 @@ def test_only_if_cached_with_nothing_cached_is_a_504_cache_miss(gw: Proc) -> Non
 
 
 def test_no_store_no_cache_and_bypass(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     stored_not = _ask(client, question, temperature=0, extra_headers={"cache-control": "no-store"})
     assert stored_not.headers["x-tollgate-cache"] == "bypass"
@@ -209,7 +209,7 @@ def test_no_store_no_cache_and_bypass(gw: Proc) -> None:
     for headers, status in (({"cache-control": "no-cache"}, "refresh"), ({"x-tollgate-cache": "refresh"}, "refresh"),
                             ({"x-tollgate-cache": "bypass"}, "bypass")):  # fmt: skip
         fresh = _ask(client, question, temperature=0, extra_headers=headers)
-        assert fresh.headers["x-tollgate-cache"] == status and _money(fresh)[0] > 0  # the model was called
+        assert fresh.headers["x-tollgate-cache"] == status and money(fresh)[0] > 0  # the model was called
     assert _ask(client, question, temperature=0).headers["x-tollgate-cache"] == "hit"
     assert (
         _ask(client, question, temperature=0, extra_headers=ONLY_IF_CACHED).headers["x-tollgate-cache"]
@@ -219,7 +219,7 @@ def test_no_store_no_cache_and_bypass(gw: Proc) -> None:
 
 
 def test_max_age_refuses_an_older_entry(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     question = _question()
     _ask(client, question, temperature=0)
     _wait_cached(client, question, temperature=0)
@@ -231,12 +231,12 @@ def test_max_age_refuses_an_older_entry(gw: Proc) -> None:
         == "hit"
     )
     older = _ask(client, question, temperature=0, extra_headers={"cache-control": "max-age=1"})
-    assert older.headers["x-tollgate-cache"] == "miss" and _money(older)[0] > 0
+    assert older.headers["x-tollgate-cache"] == "miss" and money(older)[0] > 0
     client.close()
 
 
 def test_a_bad_cache_header_is_a_400_naming_the_allowed_values(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     with pytest.raises(openai.BadRequestError) as caught:
         _ask(client, _question(), temperature=0, extra_headers={"x-tollgate-cache": "sometimes"})
     assert caught.value.body == {
@@ -248,7 +248,7 @@ def test_a_bad_cache_header_is_a_400_naming_the_allowed_values(gw: Proc) -> None
 
 def test_a_sampled_request_is_cached_only_when_the_team_opts_in(gw: Proc) -> None:
     team = f"xc-sampled-{uuid.uuid4().hex[:6]}"
-    client = _client(gw, team)
+    client = sdk_client(gw, team)
     question = _question()
     first = _ask(client, question)
     assert first.headers["x-tollgate-cache"] == "bypass"
@@ -259,7 +259,7 @@ def test_a_sampled_request_is_cached_only_when_the_team_opts_in(gw: Proc) -> Non
     while (raw := _ask(client, question)).headers["x-tollgate-cache"] != "hit":
         assert time.monotonic() < deadline, raw.headers["x-tollgate-cache"]
         time.sleep(0.05)
-    assert _money(raw)[0] == 0
+    assert money(raw)[0] == 0
     # The team can switch the cache off for itself.
     admin(gw, "PUT", f"/admin/policies/{team}", {"stages": {"exact_cache": {"enabled": False}}})
     deadline = time.monotonic() + 10
@@ -300,7 +300,7 @@ def test_an_anthropic_client_gets_hits_streamed_and_not(gw: Proc) -> None:
 
 # --- two instances, one Redis --------------------------------------------------------
 
-REDIS_DB = 9
+REDIS_DB = redis_db(__name__)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +322,7 @@ def test_two_instances_on_one_redis_share_hits(pair: tuple[Proc, Proc]) -> None:
     assert answer.headers["x-tollgate-cache"] == "miss"
     _wait_cached(on_b, question, temperature=0)
     hit = _ask(on_b, question, temperature=0)
-    assert hit.headers["x-tollgate-cache"] == "hit" and _money(hit)[0] == 0
+    assert hit.headers["x-tollgate-cache"] == "hit" and money(hit)[0] == 0
     assert hit.parse().choices[0].message.content == answer.parse().choices[0].message.content
     text, _, headers = _stream_text(on_a, question, temperature=0)
     assert headers["x-tollgate-cache"] == "hit" and text == answer.parse().choices[0].message.content

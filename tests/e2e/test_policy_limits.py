@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,19 @@ from tests.support.policy import (
     Result,
     async_clients,
     clear_of_bucket_boundary,
-    new_team_key,
+    policy_counter,
+    policy_gateways_on_redis,
     prompt_tokens,
     refused,
     start_gateway,
     write_policy,
 )
-from tests.support.procs import Proc, ledger_with
+from tests.support.procs import Proc, ledger_with, redis_db, redis_db_url, team_key_with_id
 
 pytestmark = pytest.mark.e2e
 
 # A Redis database of its own on the session's server.
-REDIS_DB = 10
+REDIS_DB = redis_db(__name__)
 RPM = 20
 TPM = 600
 TPM_MAX_TOKENS = 50
@@ -61,26 +61,18 @@ POLICY = {
 }
 
 
-@dataclass
-class Pair:
-    a: Proc
-    b: Proc
-    redis_url: str
+@pytest.fixture(scope="module")
+def pair(sim: Proc, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    work: Path = tmp_path_factory.mktemp("policy-limits")
+    models = MODELS.format(sim=sim.url)
+    with policy_gateways_on_redis(work, redis_url, REDIS_DB, models=models, policy=POLICY) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
-def pair(sim: Proc, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
-    work: Path = tmp_path_factory.mktemp("policy-limits")
-    policy_file = work / "policies.yaml"
-    write_policy(policy_file, POLICY)
-    store = f'{{backend: redis, url: "{url}"}}'
-    models = MODELS.format(sim=sim.url)
-    with (
-        start_gateway(work / "a", store=store, models=models, policy_file=policy_file) as a,
-        start_gateway(work / "b", store=store, models=models, policy_file=policy_file) as b,
-    ):
-        yield Pair(a, b, url)
+def db_url(redis_url: str) -> str:
+    """The Redis database the two instances of `pair` share."""
+    return redis_db_url(redis_url, REDIS_DB)
 
 
 def _messages(i: int, *, slow: bool = False) -> list[Any]:
@@ -100,11 +92,11 @@ async def _call(client: openai.AsyncOpenAI, i: int, *, slow: bool = False, max_t
         return refused(err)
 
 
-def _burst(pair: Pair, key: str, count: int, first: int = 0, **kwargs: Any) -> list[Result]:
+def _burst(pair: tuple[Proc, Proc], key: str, count: int, first: int = 0, **kwargs: Any) -> list[Result]:
     """`count` requests at once, alternating between the two instances."""
 
     async def run() -> list[Result]:
-        async with async_clients((pair.a, pair.b), key, 100) as clients:
+        async with async_clients(pair, key, 100) as clients:
             calls = (_call(clients[i % 2], i, **kwargs) for i in range(first, first + count))
             return list(await asyncio.gather(*calls))
 
@@ -118,18 +110,10 @@ def _rate_refusal(result: Result, policy: str) -> None:
     assert f"(policy {policy})" in result.message, result.message
 
 
-def _counter(pair: Pair, limit: str) -> int:
-    """A limit's usage in Redis: the sum of its buckets."""
-    client = redis.Redis.from_url(pair.redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"tollgate:ctr:policy:{limit}/*"))
-        return sum(int(value) for value in client.mget(keys) if value is not None) if keys else 0
-    finally:
-        client.close()
-
-
-def test_requests_per_minute_admit_exactly_the_limit_across_instances(pair: Pair) -> None:
-    key, _ = new_team_key(pair.a, "rpm")
+def test_requests_per_minute_admit_exactly_the_limit_across_instances(
+    pair: tuple[Proc, Proc], db_url: str
+) -> None:
+    key, _ = team_key_with_id(pair[0], "rpm")
     # Requests stamped on either side of a bucket boundary can see different windows (see
     # test_a_request_stamped_before_a_bucket_boundary_sees_charges_stamped_after_it).
     clear_of_bucket_boundary()
@@ -152,13 +136,13 @@ def test_requests_per_minute_admit_exactly_the_limit_across_instances(pair: Pair
             frees_at = datetime.fromisoformat(result.message.rsplit(" ", 1)[1].rstrip("."))
             assert frees_at.timestamp() % 10 == 0
             assert before < frees_at <= after + timedelta(seconds=10)
-    assert _counter(pair, policy) == RPM
-    rows = ledger_with(pair.a, [r.request_id for r in results])
+    assert policy_counter(db_url, policy) == RPM
+    rows = ledger_with(pair[0], [r.request_id for r in results])
     assert sorted(rows[r.request_id]["status"] for r in results) == [200] * RPM + [429] * (2 * RPM)
 
 
-def test_tokens_per_minute_admit_no_more_tokens_than_the_limit(pair: Pair) -> None:
-    key, _ = new_team_key(pair.a, "tpm")
+def test_tokens_per_minute_admit_no_more_tokens_than_the_limit(pair: tuple[Proc, Proc], db_url: str) -> None:
+    key, _ = team_key_with_id(pair[0], "tpm")
     count = 60
     clear_of_bucket_boundary()
     results = _burst(pair, key, count, max_tokens=TPM_MAX_TOKENS)
@@ -177,19 +161,21 @@ def test_tokens_per_minute_admit_no_more_tokens_than_the_limit(pair: Pair) -> No
     # ... and a request is refused only when the reserved worst cases leave no room for its own.
     assert len(admitted) >= TPM // worst, (len(admitted), worst)
     assert len(admitted) < count, "the limit never refused"
-    rows = ledger_with(pair.a, [r.request_id for r in admitted])
+    rows = ledger_with(pair[0], [r.request_id for r in admitted])
     assert used == sum(
         rows[r.request_id]["prompt_tokens"] + rows[r.request_id]["completion_tokens"] for r in admitted
     )
     # The counter in Redis ends exactly at the tokens used: every reservation was trued up.
     deadline = time.monotonic() + 10
-    while (counter := _counter(pair, policy)) != used and time.monotonic() < deadline:
+    while (counter := policy_counter(db_url, policy)) != used and time.monotonic() < deadline:
         time.sleep(0.05)
     assert counter == used
 
 
-def test_concurrent_requests_are_capped_across_instances_and_freed_when_they_finish(pair: Pair) -> None:
-    key, _ = new_team_key(pair.a, "conc")
+def test_concurrent_requests_are_capped_across_instances_and_freed_when_they_finish(
+    pair: tuple[Proc, Proc], db_url: str
+) -> None:
+    key, _ = team_key_with_id(pair[0], "conc")
     started = time.monotonic()
     results = _burst(pair, key, 8, slow=True)
     elapsed = time.monotonic() - started
@@ -208,15 +194,15 @@ def test_concurrent_requests_are_capped_across_instances_and_freed_when_they_fin
 
     # The leases go back as the requests end (just after their responses: a settlement runs
     # off the response path), and then as many again get in, on either instance.
-    assert _leases_held(pair, policy) == 0
+    assert _leases_held(db_url, policy) == 0
     again = _burst(pair, key, CONCURRENT, first=100)
     assert [r.status for r in again] == [200] * CONCURRENT, [(r.status, r.message) for r in again]
-    assert _leases_held(pair, policy) == 0
+    assert _leases_held(db_url, policy) == 0
 
 
-def _leases_held(pair: Pair, policy: str, settle_s: float = 5.0) -> int:
+def _leases_held(db_url: str, policy: str, settle_s: float = 5.0) -> int:
     """How many hold the lease set of `policy` once the settlements in flight are done."""
-    client = redis.Redis.from_url(pair.redis_url)
+    client = redis.Redis.from_url(db_url)
     try:
         deadline = time.monotonic() + settle_s
         while (held := int(client.zcard(f"tollgate:lease:policy:{policy}"))) and time.monotonic() < deadline:
@@ -249,8 +235,8 @@ def test_a_fresh_instance_holds_its_limits_from_its_first_request(sim: Proc, tmp
     with start_gateway(
         tmp_path, store=store, models=MODELS.format(sim=sim.url), policy_file=policy_file
     ) as gw:
-        key, _ = new_team_key(gw, "first")
-        results = _burst(Pair(gw, gw, ""), key, 30)
+        key, _ = team_key_with_id(gw, "first")
+        results = _burst((gw, gw), key, 30)
     assert sum(r.status == 200 for r in results) == 1, [(r.status, r.code) for r in results]
 
 

@@ -20,25 +20,23 @@ from typing import Any
 
 import openai
 import pytest
-import redis
 
 from gateway.accounting.prices import PriceTable
 from policies import cap_to_nano, usd_to_nano
 from tests.support.policy import (
     Result,
     async_clients,
-    new_team_key,
+    policy_counter,
+    policy_gateways_on_redis,
     prompt_tokens,
     refused,
-    start_gateway,
-    write_policy,
 )
-from tests.support.procs import Proc, ledger_with
+from tests.support.procs import Proc, ledger_with, redis_db, redis_db_url, team_key_with_id
 
 pytestmark = pytest.mark.e2e
 
 # A Redis database of its own on the session's server.
-REDIS_DB = 9
+REDIS_DB = redis_db(__name__)
 TEAM = "race"
 BUDGET = Decimal("0.002")
 MAX_TOKENS = 100
@@ -65,6 +63,8 @@ def _worst_nano(i: int) -> int:
 
 @dataclass
 class Pair:
+    """The two instances, the team's key, and the URL of the Redis database they share."""
+
     a: Proc
     b: Proc
     key: str
@@ -73,18 +73,12 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(sim: Proc, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
     work: Path = tmp_path_factory.mktemp("policy-race")
-    policy_file = work / "policies.yaml"
-    write_policy(policy_file, {"teams": {TEAM: {"budgets": [{"amount_usd": str(BUDGET), "period": "day"}]}}})
-    store = f'{{backend: redis, url: "{url}"}}'
+    policy = {"teams": {TEAM: {"budgets": [{"amount_usd": str(BUDGET), "period": "day"}]}}}
     models = MODELS.format(sim=sim.url)
-    with (
-        start_gateway(work / "a", store=store, models=models, policy_file=policy_file) as a,
-        start_gateway(work / "b", store=store, models=models, policy_file=policy_file) as b,
-    ):
-        key, _ = new_team_key(a, TEAM)
-        yield Pair(a, b, key, url)
+    with policy_gateways_on_redis(work, redis_url, REDIS_DB, models=models, policy=policy) as (a, b):
+        key, _ = team_key_with_id(a, TEAM)
+        yield Pair(a, b, key, redis_db_url(redis_url, REDIS_DB))
 
 
 async def _call(client: openai.AsyncOpenAI, i: int) -> Result:
@@ -122,17 +116,6 @@ async def _one_by_one(pair: Pair, first: int, count: int, *, until_refused: bool
             if until_refused and results[-1].status != 200:
                 break
     return results
-
-
-def _counter(pair: Pair) -> int:
-    """The budget's counter in Redis, summed over its buckets (one per day)."""
-    client = redis.Redis.from_url(pair.redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"tollgate:ctr:policy:{POLICY}/*"))
-        assert keys, "the budget's counter is not in Redis"
-        return sum(int(value) for value in client.mget(keys) if value is not None)
-    finally:
-        client.close()
 
 
 def _assert_refused_by_the_budget(result: Result) -> None:
@@ -195,6 +178,9 @@ def test_a_burst_on_two_instances_never_spends_past_the_budget(pair: Pair) -> No
     # Every reservation was trued up to its real cost (settling runs just after the response).
     expected = sum(usd_to_nano(Decimal(rows[r.request_id]["cost_usd"])) for r in everything)
     deadline = time.monotonic() + 10
-    while (counter := _counter(pair)) != expected and time.monotonic() < deadline:
+    # The budget's counter, summed over its buckets (one per day), must be in Redis.
+    while (
+        counter := policy_counter(pair.redis_url, POLICY, present=True)
+    ) != expected and time.monotonic() < deadline:
         time.sleep(0.05)
     assert counter == expected, f"counter {counter} != ledger {expected} nano-USD"

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.procs import Proc, admin, ledger_with, run_gateway, team_key
+from tests.support.procs import Proc, admin, ledger_with, run_gateway, sdk_client
 
 pytestmark = pytest.mark.e2e
 
@@ -69,18 +69,13 @@ def gw(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         yield proc
 
 
-def _client(gw: Proc, team: str | None = None) -> openai.OpenAI:
-    key = team_key(gw, team or f"route-{uuid.uuid4().hex[:8]}")
-    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0, timeout=30)
-
-
 def _ask(client: openai.OpenAI, model: str = "smart", text: str | None = None, **extra: Any) -> Any:
     messages = [{"role": "user", "content": text or f"Name a prime number. ({uuid.uuid4().hex[:6]})"}]
     return client.chat.completions.with_raw_response.create(model=model, messages=messages, max_tokens=20, **extra)
 
 
 def test_the_client_header_picks_the_candidate_and_a_weak_answer_saves_money(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     strong = _ask(client, extra_headers={"x-tollgate-route": "strong"})
     weak = _ask(client, extra_headers={"x-tollgate-route": "weak"})
     assert strong.headers["x-tollgate-route"] == "gpt-4o; reason=header"
@@ -98,7 +93,7 @@ def test_the_client_header_picks_the_candidate_and_a_weak_answer_saves_money(gw:
 
 
 def test_requests_that_need_the_strong_model_get_it(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     tools = _ask(client, tools=[WEATHER_TOOL])
     assert tools.headers["x-tollgate-route"] == "gpt-4o; reason=tools"
     schema = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}}
@@ -111,7 +106,7 @@ def test_requests_that_need_the_strong_model_get_it(gw: Proc) -> None:
 
 
 def test_a_pinned_model_is_never_rerouted(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     pinned = _ask(client, model="gpt-4o", extra_headers={"x-tollgate-route": "weak"})
     assert "x-tollgate-route" not in pinned.headers and pinned.parse().model == "gpt-4o"
     client.close()
@@ -119,7 +114,7 @@ def test_a_pinned_model_is_never_rerouted(gw: Proc) -> None:
 
 def test_a_teams_policy_can_prefer_the_weak_candidate(gw: Proc) -> None:
     team = f"route-policy-{uuid.uuid4().hex[:6]}"
-    client = _client(gw, team)
+    client = sdk_client(gw, team)
     admin(gw, "PUT", f"/admin/policies/{team}", {"stages": {"route": {"prefer": "weak"}}})
     deadline = time.monotonic() + 10
     while (route := _ask(client).headers["x-tollgate-route"]) != "gpt-4o-mini; reason=policy":
@@ -130,7 +125,7 @@ def test_a_teams_policy_can_prefer_the_weak_candidate(gw: Proc) -> None:
 
 
 def test_a_bad_route_header_is_a_400_naming_the_allowed_values(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     with pytest.raises(openai.BadRequestError) as bad:
         _ask(client, extra_headers={"x-tollgate-route": "cheapest"})
     assert bad.value.status_code == 400
@@ -139,7 +134,7 @@ def test_a_bad_route_header_is_a_400_naming_the_allowed_values(gw: Proc) -> None
 
 
 def test_a_trained_router_sends_what_the_small_model_handles_to_it(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     easy = _ask(client, model="learned", text="Translate greeting number 7 to French.")
     hard = _ask(client, model="learned", text="Prove the lemma 7 about primes formally.")
     assert easy.headers["x-tollgate-route"] == "gpt-4o-mini; reason=router"

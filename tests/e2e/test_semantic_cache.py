@@ -16,7 +16,16 @@ from typing import Any
 import openai
 import pytest
 
-from tests.support.procs import Proc, gateways_on_redis, ledger_with, run_gateway, team_key
+from tests.support.procs import (
+    Proc,
+    gateways_on_redis,
+    ledger_with,
+    money,
+    redis_db,
+    run_gateway,
+    sdk_client,
+    team_key,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +42,7 @@ models:
 """
 MODEL = "gpt-4o-mini"
 ONLY_IF_CACHED = {"x-tollgate-cache": "only-if-cached"}
-REDIS_DB = 10
+REDIS_DB = redis_db(__name__)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +51,6 @@ def gw(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     store = f'{{backend: sqlite, path: "{work / "t.db"}"}}'
     with run_gateway(work, CONFIG.format(store=store, spool=work / "spool", sim=sim.url)) as proc:
         yield proc
-
-
-def _client(gw: Proc, team: str | None = None) -> openai.OpenAI:
-    key = team_key(gw, team or f"sc-{uuid.uuid4().hex[:8]}")
-    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0, timeout=30)
 
 
 def _messages(question: str) -> list[dict[str, str]]:
@@ -71,19 +75,14 @@ def _wait_hit(client: openai.OpenAI, question: str) -> Any:
             time.sleep(0.05)
 
 
-def _money(raw: Any) -> tuple[Decimal, Decimal, Decimal]:
-    h = raw.headers
-    return Decimal(h["x-tollgate-cost-usd"]), Decimal(h["x-tollgate-baseline-usd"]), Decimal(h["x-tollgate-saved-usd"])
-
-
 def test_a_paraphrase_is_answered_from_the_cache_at_no_cost(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     miss = _ask(client, "How do I download last month's invoice?")
     assert miss.headers["x-tollgate-cache"] == "miss"
     hit = _wait_hit(client, "How can I download last month's invoice?")
     assert hit.headers["x-tollgate-cache"] == "hit" and hit.headers["x-tollgate-cache-source"] == "semantic"
     assert float(hit.headers["x-tollgate-cache-similarity"]) >= 0.8
-    cost, baseline, saved = _money(hit)
+    cost, baseline, saved = money(hit)
     assert cost == 0 and baseline > 0 and saved == baseline
     assert hit.parse().choices[0].message.content == miss.parse().choices[0].message.content
     row = ledger_with(gw, [hit.headers["x-request-id"]])[hit.headers["x-request-id"]]
@@ -93,7 +92,7 @@ def test_a_paraphrase_is_answered_from_the_cache_at_no_cost(gw: Proc) -> None:
 
 
 def test_a_streamed_hit_is_a_valid_stream_for_the_sdk(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     answer = _ask(client, "Which payment methods do you accept?").parse().choices[0].message.content
     _wait_hit(client, "What payment methods do you accept?")
     with client.chat.completions.with_streaming_response.create(
@@ -112,7 +111,7 @@ def test_a_streamed_hit_is_a_valid_stream_for_the_sdk(gw: Proc) -> None:
 
 
 def test_the_same_question_from_two_teams_never_shares_an_entry(gw: Proc) -> None:
-    first, second = _client(gw), _client(gw)
+    first, second = sdk_client(gw), sdk_client(gw)
     _ask(first, "Can I change the currency of my account?")
     _wait_hit(first, "Is it possible to change my account's currency?")
     with pytest.raises(openai.InternalServerError) as refused:
@@ -124,7 +123,7 @@ def test_the_same_question_from_two_teams_never_shares_an_entry(gw: Proc) -> Non
 
 
 def test_a_different_number_is_never_served_a_similar_questions_answer(gw: Proc) -> None:
-    client = _client(gw)
+    client = sdk_client(gw)
     _ask(client, "Can I get a refund within 14 days of purchase?")
     _wait_hit(client, "Can I get a refund within fourteen days of purchase?")
     with pytest.raises(openai.InternalServerError) as refused:
@@ -149,7 +148,7 @@ def test_two_instances_on_one_redis_share_hits(pair: tuple[Proc, Proc]) -> None:
     on_b = openai.OpenAI(base_url=b.v1, api_key=key, max_retries=0, timeout=30)
     answer = _ask(on_a, "How do I add a colleague to my workspace?")
     hit = _wait_hit(on_b, "How can I add a colleague to my workspace?")
-    assert hit.headers["x-tollgate-cache-source"] == "semantic" and _money(hit)[0] == 0
+    assert hit.headers["x-tollgate-cache-source"] == "semantic" and money(hit)[0] == 0
     assert hit.parse().choices[0].message.content == answer.parse().choices[0].message.content
     on_a.close()
     on_b.close()

@@ -10,11 +10,6 @@ from gateway.sim.server import create_app
 from tests.support.asgi_thread import serve_in_thread
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="session")
 def sim_url() -> Iterator[str]:
     """Base URL (no `/v1`) of one simulator for the session, served by uvicorn in a thread."""

@@ -15,11 +15,6 @@ from gateway.sim.server import create_app
 from tests.support.asgi_thread import serve_in_thread
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @contextlib.contextmanager
 def running_sim(
     settings: SimConfig | None = None, *, api_key: str | None = None, fault_seed: int = 0

@@ -14,11 +14,6 @@ from gateway.store.sqlite import SqliteStore
 OpenStore = Callable[[], Awaitable[Store]]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
     """Opens a new handle on this test's backend; handles opened twice share the data

@@ -19,11 +19,12 @@ from typing import Any
 
 import httpx
 import openai
+import redis
 import yaml
 
 from gateway.accounting.tokens import count_prompt
 from policies import format_usd, usd_to_nano
-from tests.support.procs import Proc, admin, free_port, run_gateway
+from tests.support.procs import Proc, free_port, gateways_on_redis, run_gateway, team_key_with_id
 
 MASTER = "tg-master-test"
 # Every token costs exactly $1 on a deployment with this price, so a cost is a token count.
@@ -72,13 +73,37 @@ def policy_gateway(workdir: Path, *, store: str, models: str, policy: Mapping[st
         yield gw
 
 
+@contextlib.contextmanager
+def policy_gateways_on_redis(
+    workdir: Path, redis_url: str, db: int, *, models: str, policy: Mapping[str, Any]
+) -> Iterator[tuple[Proc, Proc]]:
+    """Two gateway processes on Redis database `db`, reading one policy file that holds `policy`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy_file = workdir / "policies.yaml"
+    write_policy(policy_file, policy)
+
+    def config(store: str, spool_dir: Path) -> str:
+        return gateway_config(store=store, models=models, policy_file=policy_file, spool_dir=spool_dir)
+
+    with gateways_on_redis(workdir, redis_url, db, config) as both:
+        yield both
+
+
 def new_team_key(gw: Proc, team: str) -> tuple[str, str]:
-    """A key of `team` (created if missing): (plaintext key, key id)."""
-    teams = {t["id"] for t in admin(gw, "GET", "/admin/teams")["data"]}
-    if team not in teams:
-        admin(gw, "POST", "/admin/teams", {"id": team})
-    made = admin(gw, "POST", "/admin/keys", {"team": team, "name": "policy-test"})
-    return str(made["key"]), str(made["id"])
+    """A key of `team` (created if missing): (plaintext key, key id); see `team_key_with_id`."""
+    return team_key_with_id(gw, team)
+
+
+def policy_counter(db_url: str, policy: str, *, present: bool = False) -> int:
+    """The usage a policy's limit holds in Redis (at `db_url`): the sum of its buckets. With
+    `present`, asserts that the counter has at least one bucket."""
+    client = redis.Redis.from_url(db_url)
+    try:
+        keys = list(client.scan_iter(match=f"tollgate:ctr:policy:{policy}/*"))
+        assert keys or not present, f"the counter of {policy} is not in Redis"
+        return sum(int(value) for value in client.mget(keys) if value is not None) if keys else 0
+    finally:
+        client.close()
 
 
 def prompt_tokens(model: str, messages: list[Any]) -> int:

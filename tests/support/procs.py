@@ -15,12 +15,27 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import openai
 import orjson
+
+# The databases of the session's Redis server that end-to-end modules keep to themselves, one
+# each, so that nothing another module wrote is seen or counted (database 0 is shared by the
+# suites that keep apart by key prefix). A module takes its number with `redis_db(__name__)`.
+REDIS_DBS = {
+    "test_many_instances": 7,
+    "test_exact_cache": 9,
+    "test_semantic_cache": 10,
+    "test_policy_limits": 11,
+    "test_policy_race": 12,
+}
+assert len(set(REDIS_DBS.values())) == len(REDIS_DBS), "two modules share a Redis database"
 
 
 def free_port() -> int:
@@ -104,13 +119,23 @@ def run_gateway(workdir: Path, config: str, *, master_key: str = "tg-master-test
         stop(proc)
 
 
+def redis_db(module: str) -> int:
+    """The Redis database of the test module named `module` (its `__name__`)."""
+    return REDIS_DBS[module.rsplit(".", 1)[-1]]
+
+
+def redis_db_url(redis_url: str, db: int) -> str:
+    """The URL of database `db` on the server at `redis_url`."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
+
+
 @contextlib.contextmanager
 def gateways_on_redis(
     workdir: Path, redis_url: str, db: int, config: Callable[[str, Path], str]
 ) -> Iterator[tuple[Proc, Proc]]:
     """Two gateway processes sharing one Redis database; `config(store, spool_dir)` gives each
     its YAML (each keeps its own ledger spool)."""
-    store = f'{{backend: redis, url: "{redis_url.rsplit("/", 1)[0]}/{db}"}}'
+    store = f'{{backend: redis, url: "{redis_db_url(redis_url, db)}"}}'
     with (
         run_gateway(workdir, config(store, workdir / "spool-a")) as first,
         run_gateway(workdir, config(store, workdir / "spool-b")) as second,
@@ -146,11 +171,34 @@ def admin(gw: Proc, method: str, path: str, body: Any = None) -> Any:
     return parsed
 
 
-def team_key(gw: Proc, team: str) -> str:
+def team_key_with_id(gw: Proc, team: str) -> tuple[str, str]:
+    """A new key of `team` (created if missing): (plaintext key, key id)."""
     teams = {t["id"] for t in admin(gw, "GET", "/admin/teams")["data"]}
     if team not in teams:
         admin(gw, "POST", "/admin/teams", {"id": team})
-    return str(admin(gw, "POST", "/admin/keys", {"team": team, "name": "test"})["key"])
+    made = admin(gw, "POST", "/admin/keys", {"team": team, "name": "test"})
+    return str(made["key"]), str(made["id"])
+
+
+def team_key(gw: Proc, team: str) -> str:
+    """A new key of `team` (created if missing), in plaintext."""
+    return team_key_with_id(gw, team)[0]
+
+
+def sdk_client(gw: Proc, team: str | None = None) -> openai.OpenAI:
+    """An openai client of `gw` with a new key of `team` (by default a team of its own), never retrying."""
+    key = team_key(gw, team or f"team-{uuid.uuid4().hex[:8]}")
+    return openai.OpenAI(base_url=gw.v1, api_key=key, max_retries=0, timeout=30)
+
+
+def money(raw: Any) -> tuple[Decimal, Decimal, Decimal]:
+    """A response's (cost, baseline, saved), in USD, from its `x-tollgate-*-usd` headers."""
+    h = raw.headers
+    return (
+        Decimal(h["x-tollgate-cost-usd"]),
+        Decimal(h["x-tollgate-baseline-usd"]),
+        Decimal(h["x-tollgate-saved-usd"]),
+    )
 
 
 def ledger(gw: Proc) -> dict[str, dict[str, Any]]:

@@ -24,11 +24,6 @@ from gateway.wire.anthropic_stream import AnthropicStream
 from tests.support.asgi_thread import serve_in_thread
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass
 class MessagesServer:
     """What the scripted upstream answers, and the OpenAI bodies it was sent."""

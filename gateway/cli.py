@@ -62,7 +62,8 @@ def _sim(args: argparse.Namespace) -> int:
     configure_logging("warning")
     settings = SimConfig(
         ttft_ms=args.ttft_ms, tokens_per_s=args.tokens_per_s, latency_ms=args.latency_ms,
-        fault=args.fault, fault_rate=args.fault_rate,
+        fault=args.fault, fault_rate=args.fault_rate, batch_delay_s=args.batch_delay_s,
+        batch_expire_s=args.batch_expire_s, batch_failure_rate=args.batch_failure_rate,
     )  # fmt: skip
     serve(args.host, args.port, settings)
     return 0
@@ -204,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--tokens-per-s", type=float, default=0.0)
     sim.add_argument("--fault", help="inject this fault (429, 500, 503, 400, timeout, reset, malformed)")
     sim.add_argument("--fault-rate", type=float, default=0.0, help="share of requests that get --fault")
+    sim.add_argument("--batch-delay-s", type=float, default=2.0, help="a batch ends this long after it is created")
+    sim.add_argument("--batch-expire-s", type=float, help="a batch not ended this long after creation expires")
+    sim.add_argument(
+        "--batch-failure-rate", type=float, default=0.0, help="share of batch requests that fail (by custom_id)"
+    )
     sim.set_defaults(func=_sim)
 
     check = sub.add_parser("check-config", help="validate a config file without starting anything")

@@ -26,10 +26,11 @@ _DROP_GRACE_S = 1.0
 
 
 class Exchange:
-    __slots__ = ("_body_read", "_gone", "_receive", "_send", "_watcher", "headers", "started")
+    __slots__ = ("_body_read", "_gone", "_receive", "_send", "_watcher", "headers", "query", "started")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.query: str = scope.get("query_string", b"").decode("latin-1")
         self.started = False
         self._receive = receive
         self._send = send
@@ -38,6 +39,16 @@ class Exchange:
         self._body_read = False
 
     async def json_body(self) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await self.body())
+        except orjson.JSONDecodeError:
+            raise InvalidRequest(_NOT_JSON) from None
+        if not isinstance(body, dict):
+            raise InvalidRequest(_NOT_JSON)
+        return body
+
+    async def body(self) -> bytes:
+        """The whole request body, as sent (an upload is read into memory)."""
         chunks: list[bytes] = []
         while True:
             message = await self._receive()
@@ -48,13 +59,7 @@ class Exchange:
             if not message.get("more_body", False):
                 break
         self._body_read = True
-        try:
-            body = orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError:
-            raise InvalidRequest(_NOT_JSON) from None
-        if not isinstance(body, dict):
-            raise InvalidRequest(_NOT_JSON)
-        return body
+        return b"".join(chunks)
 
     async def respond(
         self, status: int, body: bytes, headers: Mapping[str, str] | None = None, content_type: str = _JSON

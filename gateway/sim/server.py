@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.config import SimConfig
 from gateway.errors import InvalidRequest, TollgateError
 from gateway.sim import tokens
+from gateway.sim.batch_routes import BatchRoutes
 from gateway.sim.core import SimCore
 from gateway.sim.exchange import Exchange
 from gateway.sim.faults import (
@@ -69,6 +70,9 @@ class SimServer:
         self.api_key = api_key
         self.core = SimCore()
         self.faults = FaultInjector(settings, seed=fault_seed)
+        self.batches = BatchRoutes(
+            settings, self.core, openai_auth=self._openai_auth, anthropic_auth=self._anthropic_auth
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -104,6 +108,8 @@ class SimServer:
                 await exchange.respond_json(200, {"object": "list", "data": [_model(m) for m in MODELS]})
             else:
                 await exchange.respond_json(200, _model(path.removeprefix("/v1/models/")))
+        elif BatchRoutes.handles(path):
+            await self.batches.route(exchange, method, path)
         else:
             await exchange.respond_json(404, _openai_error(f"Invalid URL ({method} {path})"))
 

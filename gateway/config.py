@@ -237,6 +237,11 @@ class SimConfig(_Strict):
     latency_ms: float = Field(default=0.0, ge=0)
     fault: str | None = None
     fault_rate: float = Field(default=0.0, ge=0, le=1)
+    # Batch APIs: a batch ends batch_delay_s after creation, or expires batch_expire_s after it (None:
+    # the real 24 h) if that is sooner; batch_failure_rate fails that share of requests, by custom_id.
+    batch_delay_s: float = Field(default=2.0, ge=0)
+    batch_expire_s: float | None = Field(default=None, gt=0)
+    batch_failure_rate: float = Field(default=0.0, ge=0, le=1)
 
 
 class AuthStageConfig(_Strict):
@@ -317,6 +322,30 @@ class RouteStageConfig(_Strict):
     enabled: bool = True
 
 
+class DeferStageConfig(_Strict):
+    """Deferred requests go to the providers' batch APIs at about half price (docs/batch.md);
+    a team's policy may mark its traffic deferrable under `stages.defer`."""
+
+    enabled: bool = True
+    # How long a deferred request waits for others bound for the same model before its
+    # group is sent as one provider batch, and the most one batch holds.
+    window_s: float = Field(default=60.0, gt=0)
+    max_requests: int = Field(default=10_000, gt=0, le=100_000)
+    max_bytes: int = Field(default=100 * 1024 * 1024, gt=0, le=200 * 1024 * 1024)
+    # The first status check of a provider batch after this long, then backing off to poll_max_s.
+    poll_interval_s: float = Field(default=30.0, gt=0)
+    poll_max_s: float = Field(default=600.0, gt=0)
+    # A request whose deadline is this close and has no answer yet is sent online instead.
+    online_margin_s: float = Field(default=900.0, ge=0)
+    # `x-tollgate-defer: true` waits this long at most; no deadline may be further away than max_deadline_s.
+    default_deadline_s: float = Field(default=86400.0, gt=0)
+    max_deadline_s: float = Field(default=7 * 86400.0, gt=0)
+    # How often each instance looks for work, and how long a dead instance's claim on a piece
+    # of work lasts (a live one renews it).
+    tick_s: float = Field(default=1.0, gt=0)
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+
+
 class StagesConfig(_Strict):
     auth: AuthStageConfig = Field(default_factory=AuthStageConfig)
     policy: PolicyStageConfig = Field(default_factory=PolicyStageConfig)
@@ -325,6 +354,7 @@ class StagesConfig(_Strict):
     compress: CompressStageConfig = Field(default_factory=CompressStageConfig)
     semantic_cache: SemanticCacheStageConfig = Field(default_factory=SemanticCacheStageConfig)
     route: RouteStageConfig = Field(default_factory=RouteStageConfig)
+    defer: DeferStageConfig = Field(default_factory=DeferStageConfig)
 
 
 class Config(_Strict):

@@ -22,6 +22,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.accounting.spend import SpendSummary, parse_group_by, parse_time, to_csv, totals
+from gateway.batch.openai_surface import batch_file_routes
+from gateway.batch.routes import deferred_routes
 from gateway.errors import (
     InternalError,
     InvalidRequest,
@@ -220,6 +222,8 @@ def build_control_app(app: TollgateApp) -> Starlette:
         Route("/admin/policies/{team}", policy, methods=["GET", "PUT", "DELETE"]),
         Route("/admin/budgets", budgets, methods=["GET"]),
         Route("/v1/spend", spend, methods=["GET"]),
+        *deferred_routes(runtime, _principal),
+        *batch_file_routes(runtime, _principal),
     ]
     return Starlette(
         routes=routes,

@@ -96,6 +96,12 @@ class RequestContext:
     # reads its own entry and validates it. Empty when the team has no policy.
     stage_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     records: list[StageRecord] = field(default_factory=list)
+    # Set when the request may wait for a provider batch (`gateway.batch.Deferral`): by the
+    # client's `x-tollgate-defer`, or the policy stage on a budget whose action is `defer`.
+    deferral: Any = None
+    # Budget charges this request holds, (charge key, `usd`|`tokens`, amount, ttl_s), set by the
+    # policy stage: a deferred request keeps them until its batch result is costed.
+    holds: list[tuple[str, str, int, float]] = field(default_factory=list)
     # Headers added to the client's response (x-tollgate-*).
     response_headers: dict[str, str] = field(default_factory=dict)
     # Filled by the terminal handler: the deployment that answered.

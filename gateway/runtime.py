@@ -13,6 +13,7 @@ from gateway.accounting.costing import BaselinePrices
 from gateway.accounting.ledger import Ledger, spool_dir_for
 from gateway.accounting.prices import Price, PriceTable
 from gateway.accounting.settle import Accountant
+from gateway.batch.service import Deferred
 from gateway.config import Config
 from gateway.dispatch import Dispatcher, provider_kind
 from gateway.errors import TollgateError
@@ -41,6 +42,8 @@ class Runtime:
     ledger: Ledger
     telemetry: Telemetry
     accountant: Accountant
+    # The batch path (deferred requests); None when the defer stage is off.
+    deferred: Deferred | None = None
     closed: bool = field(default=False)
 
     @classmethod
@@ -69,6 +72,11 @@ class Runtime:
                 store, spool_dir=spool_dir_for(config), flush_interval_s=config.ledger.flush_interval_s
             )
             await ledger.start()
+            accountant = Accountant(prices, BaselinePrices(prices, _primary(dispatcher)), ledger, telemetry)
+            deferred = None
+            if config.stages.defer.enabled:
+                deferred = Deferred(config.stages.defer, store, dispatcher, accountant, prices)
+                await deferred.start()
         except BaseException:
             await store.aclose()
             telemetry.shutdown()
@@ -81,7 +89,7 @@ class Runtime:
                 "stages": [s.name for s in stages],
             },
         )
-        return cls(
+        runtime = cls(
             config=config,
             store=store,
             keys=keys,
@@ -92,13 +100,20 @@ class Runtime:
             prices=prices,
             ledger=ledger,
             telemetry=telemetry,
-            accountant=Accountant(prices, BaselinePrices(prices, _primary(dispatcher)), ledger, telemetry),
+            accountant=accountant,
+            deferred=deferred,
         )
+        if deferred is not None:
+            # Batch files' lines run through the whole chain, which exists only now.
+            deferred.client_batches.bind(runtime.chain)
+        return runtime
 
     async def aclose(self) -> None:
         if self.closed:
             return
         self.closed = True
+        if self.deferred is not None:
+            await self.deferred.aclose()
         for stage in self.stages:
             close = getattr(stage, "aclose", None)
             if close is not None:

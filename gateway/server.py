@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from gateway.accounting.costing import CostReport, Outcome
+from gateway.accounting.costing import CostReport, Outcome, usd_text
+from gateway.batch.jobs import DEFER_HEADER, WEBHOOK_HEADER
 from gateway.cache.controls import REQUEST_HEADERS
 from gateway.config import Config
 from gateway.control import build_control_app
@@ -61,7 +62,9 @@ _FORWARDED_PREFIXES = tuple(prefix.encode() for prefix in FORWARDED_HEADER_PREFI
 # W3C trace context: continued by our span when tracing, else passed upstream untouched.
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
 # Request headers kept for stages: the cache controls and the route choice.
-_STAGE_HEADERS = frozenset(name.encode() for name in (*REQUEST_HEADERS, ROUTE_HEADER))
+_STAGE_HEADERS = frozenset(
+    name.encode() for name in (*REQUEST_HEADERS, ROUTE_HEADER, DEFER_HEADER, WEBHOOK_HEADER)
+)
 _WATCH_DISCONNECT_AFTER_S = 0.05
 
 
@@ -162,7 +165,7 @@ class TollgateApp:
         self, runtime: Runtime, ctx: RequestContext, response: ProviderResponse, send: Send
     ) -> None:
         try:
-            if ctx.wire == "anthropic":
+            if ctx.wire == "anthropic" and response.status != 202:
                 body = orjson.dumps(anthropic.chat_to_message(response.json(), model=ctx.original.model))
             else:
                 body = response.body_bytes()
@@ -372,13 +375,7 @@ def _tollgate_headers(ctx: RequestContext, report: CostReport | None) -> list[tu
 
 
 def _usd(amount: Decimal | None) -> bytes:
-    """Plain decimal notation, exact to the token; `unknown` when the model has no price."""
-    if amount is None:
-        return b"unknown"
-    if not amount:
-        return b"0"
-    text = f"{amount:f}"
-    return (text.rstrip("0").rstrip(".") if "." in text else text).encode()
+    return usd_text(amount).encode()
 
 
 def _cost_comment(ctx: RequestContext, report: CostReport) -> bytes:

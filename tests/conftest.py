@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import gateway  # noqa: F401  (the offline environment, before any test module imports litellm)
+
 _REDIS_START_TIMEOUT_S = 10.0
 
 

@@ -41,6 +41,9 @@ class CostReport:
     cost_usd: Decimal | None
     baseline_usd: Decimal | None
     saved_by_stage: dict[str, Decimal] = field(default_factory=dict)
+    # The request waits for a provider batch: nothing is spent yet, and budget reservations
+    # stay held until its result is costed.
+    held: bool = False
 
     @property
     def saved_usd(self) -> Decimal | None:
@@ -56,17 +59,23 @@ def cost_request(
     *,
     outcome: Outcome,
     baseline_price: Callable[[str], Price | None],
+    batch: bool = False,
 ) -> CostReport:
-    """The cost report for one request; `usage` is what the answer used (None: nothing generated)."""
+    """The cost report for one request; `usage` is what the answer used (None: nothing generated).
+
+    `batch`: the answer came from a provider batch and is billed at batch rates.
+    """
+    if outcome == "deferred":
+        # Costed when its batch result arrives (gateway.batch), under the same request id.
+        return CostReport(usage=None, cost_usd=_ZERO, baseline_usd=_ZERO, held=True)
     if usage is None:
-        # Nothing was generated and nothing billed: a refusal, an upstream error before any
-        # token, a deferral (costed when its batch result arrives).
+        # Nothing was generated and nothing billed: a refusal, an upstream error before any token.
         return CostReport(usage=None, cost_usd=_ZERO, baseline_usd=_ZERO)
     called_upstream = ctx.deployment is not None and outcome != "short_circuit"
     if called_upstream:
         served = ctx.served_model or ctx.request.model
         override = ctx.deployment.effective_price() if ctx.deployment is not None else None
-        cost = prices.cost(served, usage, override=override)
+        cost = prices.cost(served, usage, override=override, batch=batch)
     else:
         cost = _ZERO
     saved_input = sum(r.saved_input_tokens for r in ctx.records)
@@ -107,6 +116,17 @@ def _attribute(ctx: RequestContext, report: CostReport, price: Price | None) -> 
         name = owner or (DISPATCH if ctx.deployment is not None else UNATTRIBUTED)
         by_stage[name] = by_stage.get(name, _ZERO) + rest
     return by_stage
+
+
+def usd_text(amount: Decimal | None) -> str:
+    """Money for headers: plain decimal notation, exact to the token; `unknown` when the model
+    has no price."""
+    if amount is None:
+        return "unknown"
+    if not amount:
+        return "0"
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 class BaselinePrices:

@@ -47,13 +47,20 @@ class Accountant:
         status: int,
         outcome: Outcome,
         error_type: str | None = None,
+        batch: bool = False,
     ) -> CostReport | None:
-        """Cost the request, write its ledger row, close its span. A second call does nothing."""
+        """Cost the request, write its ledger row, close its span. A second call does nothing.
+
+        A deferred request gets its ledger row when its batch result is costed (`batch=True`,
+        batch rates), not at its 202.
+        """
         if ctx.settled:
             return None
         ctx.settled = True
         usage, finish_reasons, output = self._usage(ctx, response)
-        report = cost_request(ctx, usage, self.prices, outcome=outcome, baseline_price=self.baseline)
+        report = cost_request(
+            ctx, usage, self.prices, outcome=outcome, baseline_price=self.baseline, batch=batch
+        )
         for hook in ctx.on_settle:
             try:
                 hook(report)
@@ -61,7 +68,7 @@ class Accountant:
                 log.exception("a settle hook failed", extra={"request_id": ctx.request_id})
         # The ledger is what teams are billed from: a request refused before a team is known
         # (no or bad key) is in metrics and traces only.
-        if ctx.principal is not None:
+        if ctx.principal is not None and not report.held:
             self.ledger.submit(ledger_row(ctx, report, status=status, outcome=outcome, error_type=error_type))
         self.telemetry.finish(
             ctx, report, status=status, outcome=outcome, error_type=error_type,

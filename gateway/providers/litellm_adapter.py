@@ -105,6 +105,20 @@ def _litellm() -> Any:
     return module
 
 
+def anthropic_messages_params(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat body as Anthropic Messages params (a Message Batches request), translated
+    by litellm as the online path would translate it."""
+    config = importlib.import_module("litellm.llms.anthropic.chat.transformation").AnthropicConfig()
+    rest = dict(body)
+    messages = rest.pop("messages")
+    model = str(rest.pop("model"))
+    optional = config.map_openai_params(non_default_params=rest, optional_params={}, model=model, drop_params=True)
+    params: dict[str, Any] = config.transform_request(model, messages, optional, {}, {})
+    params["model"] = model
+    params.pop("stream", None)
+    return params
+
+
 def _build_response_models(module: Any) -> None:
     """Complete litellm's response models now, with pydantic's one known warning silenced.
 

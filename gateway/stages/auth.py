@@ -30,7 +30,10 @@ class AuthStage:
         self._cache: dict[str, tuple[Principal | None, float]] = {}
 
     async def __call__(self, ctx: RequestContext, call_next: CallNext) -> ProviderResponse:
-        ctx.principal = await self.authenticate(ctx.api_key)
+        # A principal already set was authenticated by the gateway itself: a line of a batch
+        # file runs as the key that created the batch (gateway.batch.openai_surface).
+        if ctx.principal is None:
+            ctx.principal = await self.authenticate(ctx.api_key)
         return await call_next(ctx)
 
     async def authenticate(self, api_key: str | None) -> Principal:

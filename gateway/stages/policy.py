@@ -7,12 +7,14 @@ and reserves it atomically against every budget and rate window that applies (th
 counters). When the request settles, whatever its exit, the reservation is trued up to the
 real cost and tokens, and its concurrency lease released. A breach blocks (an OpenAI-style
 error naming the policy and when it resets), downgrades to a cheaper alias (the saving is
-this stage's), or defers (refused until the batch path exists).
+this stage's), or defers: the request waits for a provider batch (`gateway.batch`) and its
+cost is charged when its result is, at batch prices.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ import orjson
 from gateway.accounting.price_map import max_output_tokens
 from gateway.accounting.prices import PriceTable
 from gateway.accounting.tokens import count_prompt, encoding_name
+from gateway.batch.jobs import Deferral
 from gateway.config import PolicyStageConfig
 from gateway.dispatch import Dispatcher
 from gateway.errors import BudgetExceeded, ModelNotAllowed, RateLimited, TollgateError
@@ -64,8 +67,12 @@ class PolicyStage:
         prices: PriceTable,
         *,
         on_alert: Callable[[RequestContext, Alert], None] | None = None,
+        defer_after_s: float | None = None,
     ) -> None:
         self._config = config
+        # A budget whose action is `defer` sends the request to the batch path, with this
+        # long to finish; None: the defer stage is off, so such a breach is refused.
+        self._defer_after_s = defer_after_s
         self.source = source
         self._store = store
         self._dispatcher = dispatcher
@@ -101,10 +108,25 @@ class PolicyStage:
                 policies, planned, decision, estimate, lease_ttl_s=self._config.lease_ttl_s
             )
             decision = await self._reserve(planned)
+        if decision.action == "defer" and self._defer_after_s is not None:
+            # Nothing is reserved: the budget is spent. The batch result is charged to it
+            # when costed (the holds, at amount 0), so spending stays counted.
+            reason = f"budget {decision.policy}"
+            if ctx.deferral is not None:  # already deferred (a batch file's line): now it must be
+                ctx.deferral = dataclasses.replace(ctx.deferral, reason=reason, required=True)
+            else:
+                ctx.deferral = Deferral(
+                    deadline=facts.now.timestamp() + self._defer_after_s, reason=reason, required=True
+                )
+            ctx.holds = [(limit.charge_key, limit.kind, 0, float(limit.ttl_s or _FOREVER_S))
+                         for limit in planned.limits if limit.kind in ("usd", "tokens")]  # fmt: skip
+            return await call_next(ctx)
         if decision.action != "allow":
             raise _refusal(decision, facts.now)
         # From here the reservation is held: settling (on every exit) gives it back or trues it up.
         ctx.on_settle.append(lambda report: self._settle_later(planned, report))
+        ctx.holds = [(limit.charge_key, limit.kind, limit.amount, float(limit.ttl_s or _FOREVER_S))
+                     for limit in planned.limits if limit.kind in ("usd", "tokens")]  # fmt: skip
         for alert in decision.alerts:
             self._alert(ctx, alert)
         if planned.downgraded_from is not None:
@@ -195,6 +217,11 @@ class PolicyStage:
 
     async def _settle(self, held: Plan, report: Any) -> None:
         """True the reservation up to what the request really cost and used."""
+        leases = [(lease.key, lease.holder) for lease in held.leases]
+        if report.held:
+            # Deferred: the reservation stays until the batch result is costed (ctx.holds).
+            await self._release(leases, [])
+            return
         cost: Decimal | None = report.cost_usd
         usage = report.usage
         tokens = usage.total_tokens if usage is not None else 0
@@ -209,7 +236,9 @@ class PolicyStage:
                 continue
             if delta:
                 charges.append((limit.charge_key, delta, float(limit.ttl_s or _FOREVER_S)))
-        leases = [(lease.key, lease.holder) for lease in held.leases]
+        await self._release(leases, charges)
+
+    async def _release(self, leases: list[tuple[str, str]], charges: list[tuple[str, int, float]]) -> None:
         for attempt in range(_SETTLE_RETRIES):
             try:
                 # The slot first: a client that sends its next request as soon as this one
@@ -280,7 +309,7 @@ def _refusal(decision: Decision, now: datetime) -> TollgateError:
     message = " ".join(decision.reasons) or "Refused by policy."
     policy = decision.policy or ""
     if decision.action == "defer":
-        message += " Deferral to the batch path is not available on this gateway."
+        message += " Deferral to the batch path is switched off on this gateway (stages.defer)."
     if policy.endswith("/models"):
         return ModelNotAllowed(message, param="model")
     retry_after = None if decision.resets_at is None else max(0.0, (decision.resets_at - now).total_seconds())

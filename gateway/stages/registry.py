@@ -54,7 +54,11 @@ def _policy(config: Config, deps: StageDeps) -> Stage | None:
     source = PolicySource(
         deps.store, file_from_env(settings.file), reload_interval_s=settings.reload_interval_s
     )
-    return PolicyStage(settings, source, deps.store, deps.dispatcher, deps.prices, on_alert=deps.on_alert)
+    defer = config.stages.defer
+    return PolicyStage(
+        settings, source, deps.store, deps.dispatcher, deps.prices, on_alert=deps.on_alert,
+        defer_after_s=defer.default_deadline_s if defer.enabled else None,
+    )  # fmt: skip
 
 
 def _exact_cache(config: Config, deps: StageDeps) -> Stage | None:
@@ -105,6 +109,15 @@ def _route(config: Config, deps: StageDeps) -> Stage | None:
     return RouteStage(config, routers)
 
 
+def _defer(config: Config, deps: StageDeps) -> Stage | None:
+    if not config.stages.defer.enabled:
+        return None
+    from gateway.batch.jobs import Jobs
+    from gateway.stages.defer import DeferStage
+
+    return DeferStage(config.stages.defer, Jobs(deps.store), deps.dispatcher)
+
+
 # name -> factory, one entry per stage module; a factory returns None when its stage is off.
 REGISTRY: dict[str, StageFactory] = {
     "auth": _auth,
@@ -114,6 +127,7 @@ REGISTRY: dict[str, StageFactory] = {
     "compress": _compress,
     "semantic_cache": _semantic_cache,
     "route": _route,
+    "defer": _defer,
 }
 
 

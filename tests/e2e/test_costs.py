@@ -21,7 +21,7 @@ import openai
 import orjson
 import pytest
 
-from gateway.pipeline import CallNext, RequestContext, build_chain
+from gateway.pipeline import CANONICAL_ORDER, CallNext, RequestContext, build_chain
 from gateway.providers.base import ProviderResponse
 from tests.support.inproc import InProcGateway, inproc_gateway
 from tests.support.procs import Proc, http
@@ -108,7 +108,8 @@ def gw(sim: Proc, recorder: Recorder, tmp_path_factory: pytest.TempPathFactory) 
     with inproc_gateway(CONFIG.format(db=db, upstream=recorder.url, sim=sim.url)) as gateway:
         runtime = gateway.app.runtime
         assert runtime is not None
-        runtime.chain = build_chain([*runtime.stages, AnswersFromMemory()], runtime.dispatcher)
+        stages = sorted([*runtime.stages, AnswersFromMemory()], key=lambda stage: CANONICAL_ORDER.index(stage.name))
+        runtime.chain = build_chain(stages, runtime.dispatcher)
         yield gateway
 
 

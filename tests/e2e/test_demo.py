@@ -2,7 +2,8 @@
 
 Two teams get a policy through the admin API: marketing's small budget blocks some of its
 requests (expected refusals, not failures), research's gpt-4o budget downgrades the rest of
-its summaries to gpt-4o-mini (a saving of the policy stage).
+its summaries to gpt-4o-mini (a saving of the policy stage), analytics' ticket classification
+is deferred to provider batches (a saving of the defer stage).
 """
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ def test_demo_prints_the_cost_table() -> None:
     )
     assert 0 < spent <= limit == Decimal("0.001")
 
-    summary = re.search(r"all 40 requests answered: (\d+) served, (\d+) refused by a budget", done.stdout)
+    summary = re.search(
+        r"all 40 requests answered: (\d+) served \((\d+) of them deferred to provider batches\), "
+        r"(\d+) refused by a budget",
+        done.stdout,
+    )
     assert summary, done.stdout[-2000:]
-    served, refused = int(summary[1]), int(summary[2])
+    served, deferred, refused = int(summary[1]), int(summary[2]), int(summary[3])
     assert served + refused == 40 and refused > 0
+    # Analytics' ticket classification waited for provider batches, at their price.
+    assert deferred > 0 and _money(stage_lines["defer"]) > 0
     assert "failed" not in done.stdout

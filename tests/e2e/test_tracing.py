@@ -80,8 +80,8 @@ def test_a_request_span_follows_the_genai_conventions_and_carries_its_cost(gw: I
     assert attrs["tollgate.saved_usd"] == 0.0
     stages = [s for s in gw.children(span) if s.name.startswith("tollgate.stage ")]
     assert sorted(s.name for s in stages) == [
-        "tollgate.stage auth", "tollgate.stage compress", "tollgate.stage context", "tollgate.stage exact_cache",
-        "tollgate.stage policy", "tollgate.stage semantic_cache"]  # fmt: skip
+        "tollgate.stage auth", "tollgate.stage compress", "tollgate.stage context", "tollgate.stage defer",
+        "tollgate.stage exact_cache", "tollgate.stage policy", "tollgate.stage semantic_cache"]  # fmt: skip
     assert stages[0].context.trace_id == span.context.trace_id
 
 

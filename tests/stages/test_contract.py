@@ -120,6 +120,18 @@ async def _admit_context() -> tuple[Stage, Callable[[RequestContext], None]]:
     return stage, prepare
 
 
+async def _admit_defer() -> tuple[Stage, Callable[[RequestContext], None]]:
+    # A request nobody marked deferrable passes through to the rest of the chain.
+    config = parse_config({"models": SIM_MODELS})
+    stage = REGISTRY["defer"](config, _deps(config, MemoryStore()))
+    assert stage is not None
+
+    def prepare(ctx: RequestContext) -> None:
+        pass
+
+    return stage, prepare
+
+
 ADMIT: dict[str, Setup] = {
     "auth": _admit_auth,
     "policy": _admit_policy,
@@ -128,6 +140,7 @@ ADMIT: dict[str, Setup] = {
     "compress": _admit_compress,
     "semantic_cache": _admit_semantic_cache,
     "route": _admit_route,
+    "defer": _admit_defer,
 }
 
 

@@ -34,6 +34,7 @@ REDIS_DBS = {
     "test_semantic_cache": 10,
     "test_policy_limits": 11,
     "test_policy_race": 12,
+    "test_deferred_durability": 13,
 }
 assert len(set(REDIS_DBS.values())) == len(REDIS_DBS), "two modules share a Redis database"
 

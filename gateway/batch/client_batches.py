@@ -36,7 +36,6 @@ from gateway.batch.client_files import (
     team_of,
     visible,
 )
-from gateway.batch.client_input import COMPLETION_WINDOWS, Line, check_params, line_error, read_lines
 from gateway.batch.client_lines import LineRunner
 from gateway.batch.client_record import (
     CANCEL_PREFIX,
@@ -54,6 +53,14 @@ from gateway.config import DeferStageConfig
 from gateway.errors import InvalidRequest, NotFound, TollgateError
 from gateway.pipeline import CallNext, Principal
 from gateway.store.base import Store
+from gateway.wire.batch_input import (
+    COMPLETION_WINDOWS,
+    Line,
+    check_params,
+    line_error,
+    model_named,
+    read_lines,
+)
 
 log = logging.getLogger("tollgate.batch")
 
@@ -402,8 +409,8 @@ class ClientBatches:
 
 async def _read(content: bytes, endpoint: str) -> tuple[list[Line], list[dict[str, Any]]]:
     if len(content) > _LARGE_INPUT:
-        return await asyncio.to_thread(read_lines, content, endpoint)
-    return read_lines(content, endpoint)
+        return await asyncio.to_thread(read_lines, content, endpoint, model_named)
+    return read_lines(content, endpoint, model_named)
 
 
 def _output_expiry(value: Any) -> float | None:

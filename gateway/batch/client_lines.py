@@ -19,13 +19,13 @@ import orjson
 
 from gateway.accounting.costing import CostReport, Outcome
 from gateway.accounting.settle import Accountant
-from gateway.batch.client_input import ENDPOINTS, Line
 from gateway.batch.client_record import ClientBatch
 from gateway.batch.jobs import Deferral, Job, Jobs, dump_records
 from gateway.errors import InternalError, ServiceUnavailable, TollgateError
 from gateway.pipeline import CallNext, Principal, Request, RequestContext
 from gateway.providers.base import ProviderResponse
 from gateway.store.base import StoreUnavailable
+from gateway.wire.batch_input import ENDPOINTS, Line
 from gateway.wire.openai import validate
 
 log = logging.getLogger("tollgate.batch")

@@ -27,12 +27,13 @@ from gateway.batch.client_files import (
     expiry_seconds,
     team_of,
 )
-from gateway.batch.client_input import starts_as_jsonl
-from gateway.batch.multipart import parse_form
 from gateway.batch.routes import PrincipalOf
 from gateway.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable, TollgateError
 from gateway.store.base import StoreUnavailable
+from gateway.wire.batch_input import starts_as_jsonl
+from gateway.wire.multipart import parse_form, required
 from gateway.wire.openai import parse_body
+from gateway.wire.paging import openai_list, page_limit
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -58,12 +59,7 @@ def batch_file_routes(runtime: Callable[[], Runtime], principal_of: PrincipalOf)
         principal = await principal_of(runtime(), request)
         batches = service()
         form = parse_form(request.headers.get("content-type", ""), await _read_upload(request))
-        purpose_part, file_part = form.get("purpose"), form.get("file")
-        if purpose_part is None:
-            raise InvalidRequest(
-                "Missing required parameter: 'purpose'.", param="purpose", code="missing_required_parameter"
-            )
-        purpose = purpose_part.text()
+        purpose = required(form, "purpose").text()
         if purpose not in UPLOAD_PURPOSES:
             raise InvalidRequest(
                 f"Invalid value for 'purpose': {purpose!r}. Supported values are: 'batch' "
@@ -71,10 +67,7 @@ def batch_file_routes(runtime: Callable[[], Runtime], principal_of: PrincipalOf)
                 param="purpose",
                 code="invalid_value",
             )
-        if file_part is None or file_part.filename is None:
-            raise InvalidRequest(
-                "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
-            )
+        file_part = required(form, "file", file=True)
         if len(file_part.content) > MAX_FILE_BYTES:
             raise PayloadTooLarge(
                 f"File is {len(file_part.content)} bytes; the limit is {MAX_FILE_BYTES} bytes.", param="file"
@@ -102,10 +95,10 @@ def batch_file_routes(runtime: Callable[[], Runtime], principal_of: PrincipalOf)
                 code="invalid_value",
             )
         files, has_more = await batches.files.page(
-            team_of(principal), purpose=query.get("purpose"), limit=_limit(query.get("limit"), 10_000, 10_000),
+            team_of(principal), purpose=query.get("purpose"), limit=page_limit(query.get("limit"), 10_000, 10_000),
             after=query.get("after"), oldest_first=order == "asc",
         )  # fmt: skip
-        return _json(_page([file.to_json() for file in files], has_more), request_id)
+        return _json(openai_list([file.to_json() for file in files], has_more), request_id)
 
     async def own_file(request: Request) -> tuple[ClientBatches, ClientFile]:
         principal = await principal_of(runtime(), request)
@@ -141,9 +134,9 @@ def batch_file_routes(runtime: Callable[[], Runtime], principal_of: PrincipalOf)
         batches = service()
         query = request.query_params
         views, has_more = await batches.page(
-            principal, limit=_limit(query.get("limit"), 20, 100), after=query.get("after")
+            principal, limit=page_limit(query.get("limit"), 20, 100), after=query.get("after")
         )
-        return _json(_page(views, has_more), request_id)
+        return _json(openai_list(views, has_more), request_id)
 
     async def get_batch(request: Request, request_id: str) -> Response:
         principal = await principal_of(runtime(), request)
@@ -206,32 +199,6 @@ def _json(data: Any, request_id: str) -> Response:
 def _error(err: TollgateError, request_id: str) -> Response:
     headers = {**err.headers, **_ids(request_id)}
     return Response(err.openai_body(), status_code=err.status, media_type="application/json", headers=headers)
-
-
-def _page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    }
-
-
-def _limit(raw: str | None, default: int, maximum: int) -> int:
-    if raw is None:
-        return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= maximum:
-        raise InvalidRequest(
-            f"Invalid 'limit': expected an integer between 1 and {maximum}, got {raw!r}.",
-            param="limit",
-            code="invalid_value",
-        )
-    return limit
 
 
 async def _read_upload(request: Request) -> bytes:

@@ -17,21 +17,10 @@ from typing import Any
 
 import orjson
 
-from gateway.config import SimConfig
 from gateway.errors import InvalidRequest, TollgateError
-from gateway.sim.batches import (
-    Clock,
-    NoSuchObject,
-    Phase,
-    SubmissionLog,
-    Timeline,
-    fails,
-    limit_param,
-    page_after,
-    page_before,
-)
-from gateway.sim.core import SimCore
+from gateway.sim.batches import BatchBook, NoSuchObject, Phase, Timeline, fails, page_after, page_before
 from gateway.sim.plan import random_id
+from gateway.wire.paging import page_limit
 
 logger = logging.getLogger("gateway.sim")
 
@@ -110,15 +99,8 @@ def _timestamp(moment: float | None) -> str | None:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class MessageBatches:
+class MessageBatches(BatchBook[MessageBatch]):
     """`/v1/messages/batches`: the message batches of one simulator, newest last."""
-
-    def __init__(self, settings: SimConfig, core: SimCore, log: SubmissionLog, clock: Clock) -> None:
-        self.settings = settings
-        self.core = core
-        self.log = log
-        self.clock = clock
-        self._batches: dict[str, MessageBatch] = {}
 
     def create(self, body: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         requests = _requests(body)
@@ -165,8 +147,8 @@ class MessageBatches:
         return b"".join(orjson.dumps(line) + b"\n" for line in batch.results)
 
     def page(self, query: Mapping[str, str], base_url: str) -> dict[str, Any]:
-        limit = limit_param(query, 20, 1000)
-        newest_first = list(reversed(self._batches.values()))
+        limit = page_limit(query.get("limit"), 20, 1000)
+        newest_first = self.newest_first()
         before = query.get("before_id")
         if before:
             page, has_more = page_before(newest_first, lambda b: b.id, before, limit)

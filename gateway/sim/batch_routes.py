@@ -20,12 +20,14 @@ from typing import Any, Literal
 from gateway.config import SimConfig
 from gateway.errors import TollgateError
 from gateway.sim.anthropic_batches import MessageBatches
-from gateway.sim.batches import Clock, SubmissionLog, limit_param, page_after
+from gateway.sim.batches import Clock, SubmissionLog, page_after
 from gateway.sim.core import SimCore
 from gateway.sim.exchange import Exchange
-from gateway.sim.files import FileStore, parse_form
+from gateway.sim.files import FileStore
 from gateway.sim.openai_batches import OpenAIBatches
 from gateway.sim.plan import random_id
+from gateway.wire.multipart import parse_form
+from gateway.wire.paging import openai_list, page_limit
 
 OpenAIAuth = Callable[[Exchange], dict[str, Any] | None]
 AnthropicAuth = Callable[[Exchange], tuple[int, dict[str, Any]] | None]
@@ -138,16 +140,9 @@ class BatchRoutes:
         files = self.files.newest_first(query.get("purpose"))
         if query.get("order") == "asc":
             files.reverse()
-        limit = limit_param(query, 10_000, 10_000)
+        limit = page_limit(query.get("limit"), 10_000, 10_000)
         page, has_more = page_after(files, lambda f: f.id, query.get("after"), limit)
-        data = [f.to_json() for f in page]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": has_more,
-        }
+        return openai_list([f.to_json() for f in page], has_more)
 
     async def _file(self, _: Exchange, file_id: str) -> Reply:
         return self.files.get(file_id).to_json()

@@ -1,5 +1,5 @@
 """What the simulator's two batch APIs share: the clock a batch runs on, which requests fail,
-the log of what was submitted, and cursor pages.
+the log of what was submitted, the book of batches each keeps, and cursor pages.
 
 A batch has no background task. Its state is a pure function of the clock, computed when the
 batch is read: it ends `batch_delay_s` after it was created, or expires `batch_expire_s`
@@ -13,16 +13,18 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import orjson
 
 from gateway.config import SimConfig
-from gateway.errors import InvalidRequest, TollgateError
+from gateway.errors import TollgateError
+from gateway.sim.core import SimCore
 
 Clock = Callable[[], float]
 Phase = Literal["running", "cancelling", "completed", "expired", "cancelled"]
 T = TypeVar("T")
+B = TypeVar("B")
 
 # Both providers give a batch 24 hours; with no `batch_expire_s` that is the window.
 WINDOW_S = 24 * 3600.0
@@ -111,21 +113,18 @@ class SubmissionLog:
         return {"openai": dict(self.openai), "anthropic": dict(self.anthropic)}
 
 
-def limit_param(query: Mapping[str, str], default: int, maximum: int) -> int:
-    raw = query.get("limit")
-    if raw is None:
-        return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= maximum:
-        raise InvalidRequest(
-            f"Invalid 'limit': expected an integer between 1 and {maximum}, got {raw!r}.",
-            param="limit",
-            code="invalid_value",
-        )
-    return limit
+class BatchBook(Generic[B]):
+    """The batches of one API on one simulator, by id, newest last, and what answers them."""
+
+    def __init__(self, settings: SimConfig, core: SimCore, log: SubmissionLog, clock: Clock) -> None:
+        self.settings = settings
+        self.core = core
+        self.log = log
+        self.clock = clock
+        self._batches: dict[str, B] = {}
+
+    def newest_first(self) -> list[B]:
+        return list(reversed(self._batches.values()))
 
 
 def page_after(

@@ -1,10 +1,16 @@
-"""A client's batch, checked as OpenAI checks it: the create call's parameters (a 400 when
-wrong) and the input file line by line (a batch that reads `failed`, one error per bad line).
+"""OpenAI's Batch API input, checked as OpenAI checks it: the create call's parameters (a 400
+when wrong) and the input file line by line (a batch that reads `failed`, one error per bad
+line, in OpenAI's codes and words).
+
+The gateway's `/v1/batches` and the simulated provider's both check with these. They differ
+only in what a line's body must hold before the batch runs (`BodyCheck`): the gateway needs a
+model name and leaves the rest to its pipeline, line by line; the simulator refuses what
+OpenAI refuses while `validating`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +30,9 @@ MAX_REQUESTS = 50_000
 _KNOWN_PARAMS = frozenset(
     {"input_file_id", "endpoint", "completion_window", "metadata", "output_expires_after"}
 )
+
+# (message, param) of the first thing a line's body lacks for its endpoint, or None.
+BodyCheck = Callable[[Endpoint, Mapping[str, Any]], tuple[str, str] | None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,7 +78,8 @@ def check_params(body: Mapping[str, Any]) -> tuple[str, str, str, dict[str, str]
     input_file_id = required_string(body, "input_file_id")
     endpoint = required_string(body, "endpoint")
     if endpoint not in ENDPOINTS:
-        supported = ", ".join(f"'{path}'" for path in ENDPOINTS)
+        paths = [f"'{path}'" for path in ENDPOINTS]
+        supported = ", ".join(paths[:-1]) + ", and " + paths[-1]
         raise InvalidRequest(
             f"Invalid value: '{endpoint}'. Supported values are: {supported}.",
             param="endpoint",
@@ -126,7 +136,7 @@ def check_metadata(value: Any) -> dict[str, str] | None:
 
 def starts_as_jsonl(content: bytes) -> bool:
     """OpenAI refuses a batch upload whose first line is not a JSON object; later lines are
-    checked when a batch uses the file."""
+    checked when a batch uses the file (and fail the batch, line by line)."""
     first = content.lstrip().split(b"\n", 1)[0]
     try:
         return isinstance(orjson.loads(first), dict)
@@ -134,7 +144,26 @@ def starts_as_jsonl(content: bytes) -> bool:
         return False
 
 
-def read_lines(content: bytes, endpoint: str) -> tuple[list[Line], list[dict[str, Any]]]:
+def model_named(kind: Endpoint, body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The body names its model: enough to route the line, whose body is validated on its own
+    when it runs (a bad one is one line of the error file, not a failed batch)."""
+    if not isinstance(body.get("model"), str):
+        return "Model parameter is required.", "body.model"
+    return None
+
+
+def openai_validating(kind: Endpoint, body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """What OpenAI itself refuses while `validating`: no model, or a chat request with no messages."""
+    if body.get("model") is None:
+        return "Model parameter is required.", "body.model"
+    if kind == "chat" and body.get("messages") is None:
+        return "Messages parameter is required.", "body.messages"
+    return None
+
+
+def read_lines(
+    content: bytes, endpoint: str, check_body: BodyCheck
+) -> tuple[list[Line], list[dict[str, Any]]]:
     """(the requests of a batch input file, the errors that fail the batch: none when it is good)."""
     raw_lines = [(number, raw) for number, raw in enumerate(content.split(b"\n"), start=1) if raw.strip()]
     if not raw_lines:
@@ -150,7 +179,7 @@ def read_lines(content: bytes, endpoint: str) -> tuple[list[Line], list[dict[str
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
     for number, raw in raw_lines:
-        checked = _check_line(raw, number, endpoint, seen)
+        checked = _check_line(raw, number, endpoint, seen, check_body)
         if isinstance(checked, tuple):
             lines.append(Line(len(lines), *checked))
         else:
@@ -159,7 +188,7 @@ def read_lines(content: bytes, endpoint: str) -> tuple[list[Line], list[dict[str
 
 
 def _check_line(
-    raw: bytes, number: int, endpoint: str, seen: set[str]
+    raw: bytes, number: int, endpoint: str, seen: set[str], check_body: BodyCheck
 ) -> tuple[str, dict[str, Any]] | dict[str, Any]:
     """(custom_id, body) of one input line, or the first thing wrong with it."""
     try:
@@ -187,8 +216,9 @@ def _check_line(
         message = f"Invalid type for 'body': expected an object, but got {json_type(body)} instead."
         return line_error("invalid_type", message, "body", number)
     kind = ENDPOINTS[endpoint]
-    if not isinstance(body.get("model"), str):
-        return line_error("invalid_request", "Model parameter is required.", "body.model", number)
+    if (missing := check_body(kind, body)) is not None:
+        message, param = missing
+        return line_error("invalid_request", message, param, number)
     if body.get("stream") is True:
         message = f"{_TITLES[kind]}: Streaming is not supported in the Batch API."
         return line_error("streaming_unsupported", message, "body.stream", number)

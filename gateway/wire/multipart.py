@@ -1,8 +1,8 @@
 """`multipart/form-data` (RFC 7578), as `POST /v1/files` receives it: a few fields read whole.
 
-Starlette's `request.form()` needs python-multipart, which the gateway does not depend on; an
-upload here is two to four small fields and one file, so a small parser over the whole body
-does.
+The gateway's Files API and the simulated provider's both read uploads with this parser.
+Starlette's `request.form()` needs python-multipart, which the project does not depend on; an
+upload is two to four small fields and one file, so a small parser over the whole body does.
 """
 
 from __future__ import annotations
@@ -70,6 +70,17 @@ def parse_form(content_type: str, body: bytes) -> dict[str, FormPart]:
             parts.setdefault(part.name, part)
         at = end
     raise InvalidRequest("Malformed multipart/form-data body: no closing boundary.", param="file")
+
+
+def required(form: dict[str, FormPart], name: str, *, file: bool = False) -> FormPart:
+    """The field `name` of the form (with `file`, an uploaded file: one that has a filename);
+    a 400 in OpenAI's words when it is missing."""
+    part = form.get(name)
+    if part is None or (file and part.filename is None):
+        raise InvalidRequest(
+            f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
+        )
+    return part
 
 
 def _part(raw: bytes) -> FormPart | None:

@@ -20,7 +20,7 @@ import orjson
 from gateway.accounting.costing import CostReport, Outcome
 from gateway.accounting.settle import Accountant
 from gateway.batch.client_record import ClientBatch
-from gateway.batch.jobs import Deferral, Job, Jobs, dump_records
+from gateway.batch.jobs import Deferral, Job, Jobs, cost_figures, dump_records
 from gateway.errors import InternalError, ServiceUnavailable, TollgateError
 from gateway.pipeline import CallNext, Principal, Request, RequestContext
 from gateway.providers.base import ProviderResponse
@@ -127,14 +127,7 @@ def _answered(
     report: CostReport | None, *, via: str,
 ) -> Job:  # fmt: skip
     """A finished job for a line the pipeline answered at once."""
-    cost = None
-    if report is not None:
-        cost = {
-            "cost_usd": None if report.cost_usd is None else str(report.cost_usd),
-            "baseline_usd": None if report.baseline_usd is None else str(report.baseline_usd),
-            "saved_usd": None if report.saved_usd is None else str(report.saved_usd),
-            "saved_by_stage": {k: str(v) for k, v in report.saved_by_stage.items()},
-        }
+    cost = None if report is None else cost_figures(report)
     now = time.time()
     return Job(
         id=ctx.request_id, team=batch.team, key_id=batch.key_id, wire="openai",

@@ -21,7 +21,7 @@ from typing import Any
 from gateway.accounting.costing import CostReport
 from gateway.accounting.prices import PriceTable
 from gateway.accounting.settle import Accountant
-from gateway.batch.jobs import Job, Jobs
+from gateway.batch.jobs import Job, Jobs, cost_figures
 from gateway.config import Deployment
 from gateway.dispatch import Dispatcher
 from gateway.pipeline import Principal, Request, RequestContext
@@ -86,12 +86,7 @@ class Finisher:
         job.served_model = ctx.served_model
         job.finished_at = time.time()
         if report is not None:
-            job.cost = {
-                "cost_usd": None if report.cost_usd is None else str(report.cost_usd),
-                "baseline_usd": None if report.baseline_usd is None else str(report.baseline_usd),
-                "saved_usd": None if report.saved_usd is None else str(report.saved_usd),
-                "saved_by_stage": {k: str(v) for k, v in report.saved_by_stage.items()},
-            }
+            job.cost = cost_figures(report)
         if job.webhook and job.state == "done":
             await self.store.set(WEBHOOK_PREFIX + job.id, job.id.encode())
         await self.jobs.save(job)

@@ -146,6 +146,20 @@ class Job:
         ]
 
 
+def cost_figures(report: Any) -> dict[str, Any]:
+    """A cost report (gateway.accounting.costing.CostReport) as a job keeps it: decimal strings."""
+
+    def money(value: Any) -> str | None:
+        return None if value is None else str(value)
+
+    return {
+        "cost_usd": money(report.cost_usd),
+        "baseline_usd": money(report.baseline_usd),
+        "saved_usd": money(report.saved_usd),
+        "saved_by_stage": {stage: str(saved) for stage, saved in report.saved_by_stage.items()},
+    }
+
+
 def dump_records(records: Sequence[StageRecord]) -> list[dict[str, Any]]:
     return [
         {

@@ -299,7 +299,8 @@ class BatchWorker:
             outcome = outcomes.get(job_id)
             if outcome is not None and outcome.body is not None and outcome.status is not None:
                 await self.finisher.finish(job, outcome.status, outcome.body, via="batch")
-            elif job.state == "queued":
+            elif job.state == "queued" and await self.jobs.assignment(job_id) == record["id"]:
+                # Still this batch's to place (a restart may find it queued again already).
                 await self._retry(job, record)
             if number == 0:
                 _crash_point("downloaded")

@@ -61,7 +61,7 @@ _SSE = [
 _FORWARDED_PREFIXES = tuple(prefix.encode() for prefix in FORWARDED_HEADER_PREFIXES)
 # W3C trace context: continued by our span when tracing, else passed upstream untouched.
 _TRACE_HEADERS = frozenset({b"traceparent", b"tracestate"})
-# Request headers kept for stages: the cache controls and the route choice.
+# Request headers kept for stages: the cache controls, the route choice and the deferral.
 _STAGE_HEADERS = frozenset(
     name.encode() for name in (*REQUEST_HEADERS, ROUTE_HEADER, DEFER_HEADER, WEBHOOK_HEADER)
 )

@@ -20,9 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from gateway.accounting.settle import Accountant
@@ -48,7 +47,8 @@ from gateway.batch.client_record import (
     new_batch_id,
 )
 from gateway.batch.client_results import Progress, progress, result_lines
-from gateway.batch.jobs import Job, Jobs, queue_key
+from gateway.batch.jobs import Jobs
+from gateway.batch.leases import LeaseLost, Leases, every
 from gateway.config import DeferStageConfig
 from gateway.errors import InvalidRequest, NotFound, TollgateError
 from gateway.pipeline import CallNext, Principal
@@ -75,10 +75,6 @@ _RECHECK_S = 5.0
 _LARGE_INPUT = 1024 * 1024
 
 
-class LeaseLost(Exception):
-    """Another instance took the batch over (ours lapsed): stop working on it."""
-
-
 class ClientBatches:
     def __init__(
         self,
@@ -93,7 +89,7 @@ class ClientBatches:
         self.files = ClientFiles(store)
         self.runner = LineRunner(jobs, accountant)
         self.cancel_job = cancel_job
-        self.instance = secrets.token_hex(6)
+        self.leases = Leases(store, LEASE_PREFIX, config.lease_ttl_s)
         self._sweep_s = min(2.0, max(config.tick_s, 0.1))
         self._loop: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -110,7 +106,7 @@ class ClientBatches:
             self._wake.set()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop().create_task(self._run())
+        self._loop = asyncio.get_running_loop().create_task(every(self._sweep_s, self._wake, self.sweep, log))
 
     async def aclose(self) -> None:
         tasks = [*self._tasks, *([self._loop] if self._loop is not None else [])]
@@ -119,18 +115,6 @@ class ClientBatches:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("client batch sweep failed; trying again")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._sweep_s)
 
     async def sweep(self) -> None:
         """Start work on every batch with work left that nobody here is working on."""
@@ -265,15 +249,8 @@ class ClientBatches:
         if batch_id in self._working or self.runner.chain is None:
             return
         self._working.add(batch_id)
-        lease, token = LEASE_PREFIX + batch_id, self.instance.encode()
         try:
-            if not await self.store.set_if_absent(lease, token, ttl_s=self.config.lease_ttl_s):
-                return
-            try:
-                await self._step(batch_id)
-            finally:
-                if await self.store.get(lease) == token:
-                    await self.store.delete(lease)
+            await self.leases.run(batch_id, self._step(batch_id))
         except LeaseLost:
             log.warning("another instance took over a client batch", extra={"batch": batch_id})
         except Exception:
@@ -304,7 +281,6 @@ class ClientBatches:
         if len(lines) != batch.total:
             log.error("a client batch lost its input file", extra={"batch": batch.id})
         found = (await progress(self.store, batch, cancelling=False)).jobs
-        await self._requeue_orphans(found.values())
         done = set(found)
         limit = asyncio.Semaphore(_CONCURRENCY)
 
@@ -316,7 +292,7 @@ class ClientBatches:
         for start in range(0, len(todo), _CHUNK):
             if await self._cancelled_at(batch.id) is not None:
                 break  # the lines not run yet end as cancelled
-            await self._renew(batch.id)
+            await self.leases.check(batch.id)
             # Every line of the chunk ends before a failure stops the rest: none is left running
             # while another attempt starts over.
             outcomes = await asyncio.gather(
@@ -328,22 +304,6 @@ class ClientBatches:
         batch.dispatched = True
         await self._save(batch)
         log.info("client batch lines sent", extra={"batch": batch.id, "lines": len(todo)})
-
-    async def _requeue_orphans(self, jobs: Iterable[Job]) -> None:
-        """Jobs an instance killed mid-way kept without queueing them: queued now.
-
-        The defer stage writes a job, then its queue entry; a kill in between leaves a job
-        that no provider batch would ever take. A job waiting in the queue or taken by a
-        batch has one or the other; none of this batch's lines is being deferred right now
-        (we hold its lease), so a job with neither is such an orphan.
-        """
-        jobs_store = self.runner.jobs
-        for job in jobs:
-            if job.state != "queued" or job.result is not None:
-                continue
-            if await jobs_store.assignment(job.id) is None and await self.store.get(queue_key(job)) is None:
-                log.warning("a deferred job was never queued; queueing it", extra={"job": job.id})
-                await jobs_store.requeue(job)
 
     async def _finalize(self, batch: ClientBatch, state: Progress, cancelled_at: float | None) -> None:
         custom_ids = None
@@ -399,12 +359,6 @@ class ClientBatches:
     async def _cancelled_at(self, batch_id: str) -> float | None:
         raw = await self.store.get(CANCEL_PREFIX + batch_id)
         return None if raw is None else float(raw)
-
-    async def _renew(self, batch_id: str) -> None:
-        lease, token = LEASE_PREFIX + batch_id, self.instance.encode()
-        if await self.store.get(lease) != token:
-            raise LeaseLost(batch_id)
-        await self.store.set(lease, token, ttl_s=self.config.lease_ttl_s)
 
 
 async def _read(content: bytes, endpoint: str) -> tuple[list[Line], list[dict[str, Any]]]:

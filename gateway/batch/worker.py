@@ -36,6 +36,7 @@ import orjson
 
 from gateway.batch.finish import WEBHOOK_PREFIX, Finisher
 from gateway.batch.jobs import PREFIX, Job, Jobs, Queued
+from gateway.batch.leases import Leases, every
 from gateway.batch.upstream import LIMITS, BatchAPI, NotYet, api_for
 from gateway.config import DeferStageConfig
 from gateway.errors import TollgateError
@@ -68,14 +69,16 @@ class BatchWorker:
         self.store = store
         self.jobs = jobs
         self.finisher = finisher
-        self.instance = secrets.token_hex(6)
+        self.leases = Leases(store, _LEASE_PREFIX, config.lease_ttl_s)
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(
+            every(self.config.tick_s, self._wake, self.tick, log)
+        )
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -88,51 +91,13 @@ class BatchWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("batch worker tick failed; trying again next tick")
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
-
     async def tick(self) -> None:
         for group, info in await self.jobs.groups():
-            await self._leased(f"group:{group}", self._accumulate(group, info))
+            await self.leases.run(f"group:{group}", self._accumulate(group, info))
         for key, _ in await self.store.scan(ACTIVE_PREFIX, limit=10_000):
             batch_id = key.removeprefix(ACTIVE_PREFIX)
-            await self._leased(f"batch:{batch_id}", self._advance_stored(batch_id))
+            await self.leases.run(f"batch:{batch_id}", self._advance_stored(batch_id))
         await self._webhooks()
-
-    # --- leases -----------------------------------------------------------------------------
-
-    async def _leased(self, name: str, work: Any) -> None:
-        """Run `work` only if no other instance holds `name`; the claim is renewed while it
-        runs and lapses lease_ttl_s after its holder dies."""
-        key = _LEASE_PREFIX + name
-        mine = self.instance.encode()
-        ttl = self.config.lease_ttl_s
-        if not await self.store.set_if_absent(key, mine, ttl_s=ttl):
-            work.close()
-            return
-        renewing = asyncio.get_running_loop().create_task(self._renew(key, mine, ttl))
-        try:
-            await work
-        finally:
-            renewing.cancel()
-            if await self.store.get(key) == mine:
-                await self.store.delete(key)
-
-    async def _renew(self, key: str, mine: bytes, ttl: float) -> None:
-        while True:
-            await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(Exception):
-                if await self.store.get(key) == mine:
-                    await self.store.set(key, mine, ttl_s=ttl)
 
     # --- 1. accumulate ----------------------------------------------------------------------
 
@@ -190,7 +155,7 @@ class BatchWorker:
             "provider_id": None, "polls": 0, "next_poll_at": 0.0,
         }  # fmt: skip
         # Leased before it is written: no other instance may pick it up half sent.
-        await self._leased(f"batch:{batch_id}", self._begin(record, [key for key, _ in jobs]))
+        await self.leases.run(f"batch:{batch_id}", self._begin(record, [key for key, _ in jobs]))
 
     async def _begin(self, record: dict[str, Any], queue_keys: list[str]) -> None:
         await self._save(record)

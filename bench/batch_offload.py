@@ -20,22 +20,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+
+from gateway.demo.processes import child_process, free_port, wait_ready
 
 MASTER = "tg-master-batch-bench"
 CONFIG = """
@@ -49,14 +47,6 @@ models:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _proc_stat(pid: int) -> tuple[float, float]:
     """(CPU seconds, RSS MB) of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -64,30 +54,6 @@ def _proc_stat(pid: int) -> tuple[float, float]:
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     return cpu, rss
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited ({proc.returncode})")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-            if resp.status == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
-
-
-@contextlib.contextmanager
-def _process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
 
 
 def _admin(base: str, path: str, body: Any = None) -> Any:
@@ -162,19 +128,19 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="tollgate-batch-bench-") as tmp:
         work = Path(tmp)
-        sim_port, gw_port = _free_port(), _free_port()
+        sim_port, gw_port = free_port(), free_port()
         sim, base = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
         (work / "gw.yaml").write_text(CONFIG.format(db=work / "t.db", sim=sim))
         env = {**os.environ, "TOLLGATE_MASTER_KEY": MASTER}
         exe = [sys.executable, "-m", "gateway"]
         with (
-            _process([*exe, "sim", "--port", str(sim_port), "--batch-delay-s", str(args.batch_delay_s)],
-                     work / "sim.log", env) as sim_proc,
-            _process([*exe, "serve", "--config", str(work / "gw.yaml"), "--port", str(gw_port)],
-                     work / "gw.log", env) as gw_proc,
+            child_process([*exe, "sim", "--port", str(sim_port), "--batch-delay-s", str(args.batch_delay_s)],
+                     env, work / "sim.log") as sim_proc,
+            child_process([*exe, "serve", "--config", str(work / "gw.yaml"), "--port", str(gw_port)],
+                     env, work / "gw.log") as gw_proc,
         ):  # fmt: skip
-            _wait(f"{sim}/health", sim_proc)
-            _wait(f"{base}/readyz", gw_proc)
+            wait_ready(f"{sim}/health", sim_proc, "simulated provider")
+            wait_ready(f"{base}/readyz", gw_proc, "gateway")
             _admin(base, "/admin/teams", {"id": "nightly"})
             key = _admin(base, "/admin/keys", {"team": "nightly", "name": "bench"})["key"]
             rows = []

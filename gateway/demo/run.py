@@ -13,24 +13,20 @@ asked again, or in other words, are answered by the exact and semantic caches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gateway.demo.processes import child_process, free_port, wait_ready
 from gateway.demo.report import admin, fetch_budgets, fetch_spend, print_budgets, print_spend, totals_of
 from gateway.demo.workload import Call, build_workload
 
@@ -79,43 +75,6 @@ POLICIES: dict[str, dict[str, Any]] = {
     # Ticket classification can wait for tomorrow's report: it goes in provider batches, at half price.
     "analytics": {"stages": {"defer": {"deferrable": [{"endpoint": "chat", "model": "claude-haiku-*"}]}}},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited with status {process.returncode} before it was ready")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not become ready within {timeout:.0f}s ({url})")
-
-
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            yield process
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
 
 
 async def _drive(
@@ -197,7 +156,7 @@ def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tollgate-demo-") as tmp:
         work = Path(tmp)
-        sim_port, gw_port = _free_port(), _free_port()
+        sim_port, gw_port = free_port(), free_port()
         sim_url, gw_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}"
         master = "tg-master-" + secrets.token_urlsafe(16)
         env = {**os.environ, "TOLLGATE_MASTER_KEY": master}
@@ -206,18 +165,18 @@ def run_demo(*, requests: int = 120, seed: int = 7, concurrency: int = 8) -> int
         exe = [sys.executable, "-m", "gateway"]
         print(f"starting the simulated provider on {sim_url} and the gateway on {gw_url} ...", flush=True)
         with (
-            _process(
+            child_process(
                 [*exe, "sim", "--port", str(sim_port), "--tokens-per-s", "400", "--batch-delay-s", "1"],
                 env,
                 work / "sim.log",
             ) as sim,  # fmt: skip
-            _process(
+            child_process(
                 [*exe, "serve", "--config", str(config), "--port", str(gw_port)], env, work / "gateway.log"
             ) as gw,
         ):
             try:
-                _wait_ready(f"{sim_url}/health", sim, "simulated provider")
-                _wait_ready(f"{gw_url}/readyz", gw, "gateway")
+                wait_ready(f"{sim_url}/health", sim, "simulated provider")
+                wait_ready(f"{gw_url}/readyz", gw, "gateway")
                 keys = {}
                 for team in ("support", "research", "analytics", "marketing"):
                     admin(gw_url, master, "/admin/teams", {"id": team})

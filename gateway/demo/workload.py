@@ -14,7 +14,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-_PRODUCTS = ["invoice export", "SSO login", "webhook retries", "usage dashboard", "billing alerts", "CSV import"]
+_PRODUCTS = [
+    "invoice export",
+    "SSO login",
+    "webhook retries",
+    "usage dashboard",
+    "billing alerts",
+    "CSV import",
+]
 _PROBLEMS = [
     "fails with a timeout after about thirty seconds",
     "shows the wrong currency for customers in Europe",
@@ -144,8 +151,12 @@ def _support_chat(rng: random.Random, i: int) -> Call:
         {"role": "user", "content": f"Our {product} {problem}. What should we check first?"},
     ]
     for _turn in range(rng.randint(0, 3)):
-        messages.append({"role": "assistant", "content": rng.choice(_SENTENCES) + " Could you share the request id?"})
-        messages.append({"role": "user", "content": f"Request id req-{rng.randint(1000, 9999)}. {rng.choice(_SENTENCES)}"})
+        messages.append(
+            {"role": "assistant", "content": rng.choice(_SENTENCES) + " Could you share the request id?"}
+        )
+        messages.append(
+            {"role": "user", "content": f"Request id req-{rng.randint(1000, 9999)}. {rng.choice(_SENTENCES)}"}
+        )
     stream = rng.random() < 0.6
     body: dict[str, Any] = {"messages": messages, "max_tokens": 200, "temperature": 0.3}
     if stream:
@@ -236,7 +247,10 @@ def _classification(rng: random.Random, i: int) -> Call:
     ticket = f"{rng.choice(_PRODUCTS).capitalize()} {rng.choice(_PROBLEMS)}."
     body = {
         "messages": [
-            {"role": "system", "content": "Classify the ticket as bug, billing, question or feature. Answer with one word."},
+            {
+                "role": "system",
+                "content": "Classify the ticket as bug, billing, question or feature. Answer with one word.",
+            },
             {"role": "user", "content": ticket},
         ],
         "max_tokens": 5,
@@ -249,7 +263,10 @@ def _campaign_copy(rng: random.Random, i: int) -> Call:
     product = rng.choice(_PRODUCTS)
     body = {
         "messages": [
-            {"role": "system", "content": "You write short, upbeat release announcements for a B2B SaaS product."},
+            {
+                "role": "system",
+                "content": "You write short, upbeat release announcements for a B2B SaaS product.",
+            },
             {"role": "user", "content": f"Announce the new {product}. {rng.choice(_SENTENCES)}"},
         ],
         "max_tokens": 60,

@@ -119,7 +119,6 @@ class Job:
     served_model: str | None = None
     cost: dict[str, Any] | None = None  # cost_usd, baseline_usd, saved_usd (decimal strings)
     finished_at: float | None = None
-    attempts: int = 0  # provider batches it was sent in (an expired batch sends it again)
 
     def dumps(self) -> bytes:
         return orjson.dumps(asdict(self))

@@ -230,11 +230,11 @@ class BatchWorker:
                 await self._save(record)
                 return
             record["state"] = "sending"
-            await self._save(record)
             lines = [(job.id, job.body) for job in jobs]
+            # When every job is this close to its deadline the batch is cancelled (they go online).
+            record["latest_deadline"] = max(job.deadline for job in jobs)
+            await self._save(record)
             provider_id = await api.submit(record["info"]["endpoint"], lines, record["id"])
-            for job in jobs:
-                job.attempts += 1
             log.info("batch submitted", extra={"batch": record["id"], "provider_batch": provider_id,
                                                "requests": len(lines)})  # fmt: skip
         _crash_point("submitted")
@@ -278,8 +278,7 @@ class BatchWorker:
         """Every job of the batch is near its deadline: cancel it, so they go online in time."""
         if record.get("cancel_sent"):
             return
-        jobs = await self._live_jobs(record)
-        if jobs and all(job.deadline - now <= self.config.online_margin_s for job in jobs):
+        if record.get("latest_deadline", float("inf")) - now <= self.config.online_margin_s:
             await api.cancel(record["provider_id"])
             record["cancel_sent"] = True
 

@@ -92,6 +92,14 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class Gone(TollgateError):
+    """What was asked for existed and is no more (a deferred request cancelled before it was sent)."""
+
+    status = 410
+    type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+
+
 class MethodNotAllowed(TollgateError):
     status = 405
     type = "invalid_request_error"

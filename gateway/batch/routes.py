@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gateway.accounting.costing import usd_text
 from gateway.batch.jobs import Job
 from gateway.batch.service import Deferred, answer_body
-from gateway.errors import NotFound, TollgateError
+from gateway.errors import Gone, NotFound
 from gateway.pipeline import Principal
 from gateway.stages.defer import status_body
 
@@ -58,12 +58,10 @@ def deferred_routes(runtime: Callable[[], Runtime], principal_of: PrincipalOf) -
 async def _render(deferred: Deferred, job: Job) -> Response:
     headers = {"x-tollgate-request-id": job.id, "x-request-id": job.id}
     if job.state == "cancelled" and job.result is None:
-        err = TollgateError(
-            f"Deferred request '{job.id}' was cancelled before it was sent.", code="cancelled"
+        err = Gone(f"Deferred request '{job.id}' was cancelled before it was sent.", code="cancelled")
+        return Response(
+            err.openai_body(), status_code=err.status, media_type="application/json", headers=headers
         )
-        err.status = 410
-        err.type = "invalid_request_error"
-        return Response(err.openai_body(), status_code=410, media_type="application/json", headers=headers)
     if job.result is None:
         progress = await deferred.progress(job)
         headers["retry-after"] = "5"

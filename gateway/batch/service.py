@@ -93,7 +93,5 @@ def answer_body(job: Job) -> tuple[int, bytes]:
         if status < 400:
             return status, orjson.dumps(anthropic.chat_to_message(body, model=job.requested_model))
         error = body.get("error") or {}
-        err = TollgateError(str(error.get("message", "The upstream failed.")))
-        err.status = status
-        return status, err.anthropic_body()
+        return status, TollgateError(str(error.get("message", "The upstream failed."))).anthropic_body()
     return status, orjson.dumps(body)

@@ -20,20 +20,11 @@ import pytest
 from gateway.accounting.tokens import count_prompt
 from tests.support.policy import new_team_key, policy_gateway
 from tests.support.procs import Proc, run_gateway, team_key
+from tests.support.toolbox import TOPICS
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "gpt-4o-mini"
-TOPICS = [
-    ("get_weather", "Current weather and forecast for a city"),
-    ("send_email", "Send an email message to a recipient"),
-    ("convert_currency", "Convert an amount of money between currencies"),
-    ("book_flight", "Book a flight ticket between two airports"),
-    ("translate_text", "Translate text into another language"),
-    ("stock_price", "Latest stock market price of a company ticker"),
-    ("play_music", "Play a song or playlist on the speaker"),
-    ("set_alarm", "Set an alarm clock for a given time"),
-]
 TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",

@@ -88,9 +88,6 @@ class BatchWorker:
         if self._session is not None:
             await self._session.close()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     async def tick(self) -> None:
         for group, info in await self.jobs.groups():
             await self.leases.run(f"group:{group}", self._accumulate(group, info))

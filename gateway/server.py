@@ -396,7 +396,8 @@ def _stream_error(err: TollgateError, wire: Wire) -> bytes:
 
 async def _send_error(send: Send, err: TollgateError, wire: Wire, request_id: str) -> None:
     body = err.anthropic_body() if wire == "anthropic" else err.openai_body()
-    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", request_id.encode())]
+    rid = request_id.encode()
+    headers = [_JSON, (b"content-length", str(len(body)).encode()), (b"x-request-id", rid), (b"x-tollgate-request-id", rid)]
     headers += [(k.encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

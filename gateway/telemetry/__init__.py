@@ -23,27 +23,16 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import (
-    NonRecordingSpan,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    set_span_in_context,
-)
+from opentelemetry.sdk.trace.sampling import Sampler
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.accounting.costing import CostReport, Outcome
@@ -53,9 +42,11 @@ from gateway.providers.base import ProviderResponse
 from gateway.telemetry.exporters import (
     TelemetryError,
     _metric_exporters,
+    _sampler,
     _span_exporters,
     check_env,
 )
+from gateway.telemetry.spans import Trace, Tracer
 
 __all__ = ["Telemetry", "TelemetryError", "Trace", "_metric_exporters", "_span_exporters", "check_env"]
 
@@ -90,26 +81,19 @@ _REQUEST_PARAMS = (
 )
 
 
-@dataclass(slots=True)
-class Trace:
-    """A request's root span and the context its children hang from."""
-
-    span: Span
-    context: Context
-
-
 class Telemetry:
     def __init__(
         self,
         config: TelemetryConfig,
         *,
-        tracer_provider: TracerProvider | None,
+        span_processors: Sequence[SpanProcessor] = (),
         metric_readers: Sequence[MetricReader] = (),
         resource: Resource | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.config = config
-        self._tracer_provider = tracer_provider
-        self._tracer = tracer_provider.get_tracer("tollgate") if tracer_provider is not None else None
+        resource = resource or Resource.create({})
+        self._tracer = Tracer(span_processors, resource, sampler) if span_processors else None
         self.registry: CollectorRegistry | None = None
         readers = list(metric_readers)
         if config.enabled and config.prometheus:
@@ -120,7 +104,7 @@ class Telemetry:
             readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
         self._meter_provider = MeterProvider(
             metric_readers=readers,
-            resource=resource or Resource.create({}),
+            resource=resource,
             views=[
                 View(instrument_name="gen_ai.client.token.usage", aggregation=ExplicitBucketHistogramAggregation(_TOKEN_BUCKETS)),
                 View(instrument_name="gen_ai.client.operation.duration", aggregation=ExplicitBucketHistogramAggregation(_DURATION_BUCKETS)),
@@ -150,17 +134,13 @@ class Telemetry:
     def from_env(cls, config: TelemetryConfig, environ: Mapping[str, str] | None = None) -> Telemetry:
         env = os.environ if environ is None else environ
         if not config.enabled:
-            return cls(config, tracer_provider=None)
+            return cls(config)
         attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": config.service_name}
         resource = Resource.create(attributes)
-        tracer_provider = None
-        exporters = _span_exporters(env)
-        if exporters:
-            tracer_provider = TracerProvider(resource=resource)
-            for exporter in exporters:
-                tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        processors = [BatchSpanProcessor(exporter) for exporter in _span_exporters(env)]
         readers = [PeriodicExportingMetricReader(exporter) for exporter in _metric_exporters(env)]
-        return cls(config, tracer_provider=tracer_provider, metric_readers=readers, resource=resource)
+        return cls(config, span_processors=processors, metric_readers=readers, resource=resource,
+                   sampler=_sampler(env))  # fmt: skip
 
     @property
     def tracing(self) -> bool:
@@ -188,42 +168,30 @@ class Telemetry:
             value = body.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attributes[name] = value
-        headers = ctx.client_headers
-        parent = _parent_context(headers.get("traceparent"), headers.get("tracestate"))
-        span = tracer.start_span(
-            f"{operation} {request.model}", context=parent, kind=SpanKind.SERVER, attributes=attributes
-        )
         if self.config.capture_content:
-            span.set_attribute("gen_ai.input.messages", _input_text(request.endpoint, body))
-        context = span.get_span_context()
-        headers["traceparent"] = (
-            f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+            attributes["gen_ai.input.messages"] = _input_text(request.endpoint, body)
+        headers = ctx.client_headers
+        ctx.trace, headers["traceparent"] = tracer.open(
+            f"{operation} {request.model}", attributes, headers.get("traceparent"), headers.get("tracestate")
         )
-        ctx.trace = Trace(span, set_span_in_context(span))
 
     def around(self, stage: Stage, call_next: CallNext) -> CallNext:
-        """A child span per stage, carrying what the stage recorded."""
-        tracer = self._tracer
-        assert tracer is not None
+        """A child span per stage: its clock readings now, its span when the request ends."""
         name = stage.name
-        span_name = f"tollgate.stage {name}"
 
         async def call(ctx: RequestContext) -> ProviderResponse:
             trace: Trace | None = ctx.trace
             if trace is None:
                 return await stage(ctx, call_next)
-            span = tracer.start_span(span_name, context=trace.context, attributes={"tollgate.stage": name})
+            start = time.time_ns()
+            error = None
             try:
                 return await stage(ctx, call_next)
             except BaseException as err:
-                span.set_status(Status(StatusCode.ERROR, type(err).__name__))
-                span.set_attribute("error.type", getattr(err, "code", None) or type(err).__name__)
+                error = err
                 raise
             finally:
-                for record in ctx.records:
-                    if record.stage == name:
-                        _record_attributes(span, record)
-                span.end()
+                trace.stages.append((name, start, time.time_ns(), error))
 
         return call
 
@@ -271,13 +239,11 @@ class Telemetry:
             self._saved.add(float(saved), {**money, "tollgate.stage": stage})
         trace: Trace | None = ctx.trace
         if trace is not None:
-            self._end_span(
-                trace.span, ctx, report, common, status, outcome, error_type, finish_reasons, output_text
-            )
+            self._end_span(trace, ctx, report, common, status, outcome, error_type, finish_reasons, output_text)
 
     def _end_span(
         self,
-        span: Span,
+        trace: Trace,
         ctx: RequestContext,
         report: CostReport,
         common: Mapping[str, Any],
@@ -287,11 +253,10 @@ class Telemetry:
         finish_reasons: Sequence[str],
         output_text: str | None,
     ) -> None:
-        attributes: dict[str, Any] = {
-            **common,
-            "http.response.status_code": status,
-            "tollgate.outcome": outcome,
-        }
+        attributes = trace.attributes
+        attributes.update(common)
+        attributes["http.response.status_code"] = status
+        attributes["tollgate.outcome"] = outcome
         if ctx.principal is not None:
             attributes["tollgate.key_id"] = ctx.principal.key_id
         if ctx.served_by:
@@ -307,7 +272,7 @@ class Telemetry:
             if usage.estimated:
                 attributes["tollgate.usage_estimated"] = True
         if finish_reasons:
-            attributes["gen_ai.response.finish_reasons"] = list(finish_reasons)
+            attributes["gen_ai.response.finish_reasons"] = tuple(finish_reasons)
         if ctx.first_token_at is not None:
             attributes["gen_ai.response.time_to_first_chunk"] = ctx.first_token_at - ctx.started_at
         for name, amount in (
@@ -325,11 +290,11 @@ class Telemetry:
             attributes["gen_ai.output.messages"] = orjson.dumps(
                 [{"role": "assistant", "content": output_text}]
             ).decode()
-        span.set_attributes(attributes)
         if error_type is not None:
-            span.set_attribute("error.type", error_type)
-            span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+            attributes["error.type"] = error_type
+        assert self._tracer is not None
+        records = ctx.records
+        self._tracer.close(trace, error_type, lambda stage: _record_attributes(records, stage))
 
     def alert(self, ctx: RequestContext, alert: Any) -> None:
         """A policy threshold crossed: a span event on the request and a counted metric."""
@@ -343,7 +308,7 @@ class Telemetry:
         )
         trace: Trace | None = ctx.trace
         if trace is not None:
-            trace.span.add_event(
+            trace.add_event(
                 "tollgate.policy.threshold",
                 {"tollgate.policy": alert.policy, "tollgate.threshold": float(alert.fraction),
                  "tollgate.usage": alert.usage, "tollgate.cap": alert.cap, "message": alert.message},
@@ -356,25 +321,31 @@ class Telemetry:
 
     def shutdown(self) -> None:
         """Export what is buffered, then stop the exporters' threads."""
-        if self._tracer_provider is not None:
-            self._tracer_provider.shutdown()
+        if self._tracer is not None:
+            self._tracer.shutdown()
         self._meter_provider.shutdown()
 
     def force_flush(self) -> None:
-        if self._tracer_provider is not None:
-            self._tracer_provider.force_flush()
+        if self._tracer is not None:
+            self._tracer.force_flush()
 
 
-def _record_attributes(span: Span, record: Any) -> None:
-    if record.saved_input_tokens:
-        span.set_attribute("tollgate.saved_input_tokens", record.saved_input_tokens)
-    if record.saved_output_tokens:
-        span.set_attribute("tollgate.saved_output_tokens", record.saved_output_tokens)
-    if record.saved_usd:
-        span.set_attribute("tollgate.saved_usd", float(record.saved_usd))
-    for key, value in record.detail.items():
-        if isinstance(value, str | bool | int | float):
-            span.set_attribute(f"tollgate.{record.stage}.{key}", value)
+def _record_attributes(records: Sequence[Any], stage: str) -> dict[str, Any]:
+    """A stage span's attributes: what the stage recorded."""
+    attributes: dict[str, Any] = {}
+    for record in records:
+        if record.stage != stage:
+            continue
+        if record.saved_input_tokens:
+            attributes["tollgate.saved_input_tokens"] = record.saved_input_tokens
+        if record.saved_output_tokens:
+            attributes["tollgate.saved_output_tokens"] = record.saved_output_tokens
+        if record.saved_usd:
+            attributes["tollgate.saved_usd"] = float(record.saved_usd)
+        for key, value in record.detail.items():
+            if isinstance(value, str | bool | int | float):
+                attributes[f"tollgate.{stage}.{key}"] = value
+    return attributes
 
 
 def _provider_name(ctx: RequestContext) -> str | None:
@@ -382,28 +353,6 @@ def _provider_name(ctx: RequestContext) -> str | None:
         return None
     provider = ctx.deployment.provider
     return _PROVIDER_NAMES.get(provider, provider)
-
-
-def _parent_context(traceparent: str | None, tracestate: str | None) -> Context | None:
-    """The client's W3C trace context, parsed by hand: a few string operations per request."""
-    if not traceparent:
-        return None
-    parts = traceparent.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or parts[0] == "ff":
-        return None
-    try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    from opentelemetry.trace.span import TraceState
-
-    state = TraceState.from_header([tracestate]) if tracestate else None
-    parent = SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1), trace_state=state
-    )
-    return set_span_in_context(NonRecordingSpan(parent))
 
 
 def _input_text(endpoint: str, body: Mapping[str, Any]) -> str:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export import SpanExporter
 
 
@@ -41,7 +42,7 @@ _FACTORIES: dict[str, dict[str, str | None]] = {
     "TRACES": {
         "console": "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
         "otlp/grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
-        "otlp/http/protobuf": "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+        "otlp/http/protobuf": "gateway.telemetry.otlp:OtlpHttpSpanExporter",
     },
     "METRICS": {
         "console": "opentelemetry.sdk.metrics.export:ConsoleMetricExporter",
@@ -81,6 +82,34 @@ def check_env(environ: Mapping[str, str] | None = None) -> None:
     env = os.environ if environ is None else environ
     for signal in _FACTORIES:
         _chosen(env, signal)
+    _sampler(env)
+
+
+_SAMPLERS = {
+    "always_on": lambda rate: sampling.ALWAYS_ON,
+    "always_off": lambda rate: sampling.ALWAYS_OFF,
+    "traceidratio": sampling.TraceIdRatioBased,
+    "parentbased_always_on": lambda rate: sampling.DEFAULT_ON,
+    "parentbased_always_off": lambda rate: sampling.DEFAULT_OFF,
+    "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio,
+}
+
+
+def _sampler(env: Mapping[str, str]) -> sampling.Sampler | None:
+    """OTEL_TRACES_SAMPLER and its _ARG; None for the default, parent-based always-on."""
+    name = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if not name or name == "parentbased_always_on":
+        return None
+    if name not in _SAMPLERS:
+        raise TelemetryError(f"OTEL_TRACES_SAMPLER: unknown sampler {name!r}; use {', '.join(_SAMPLERS)}")
+    argument = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    try:
+        rate = float(argument) if argument else 1.0
+    except ValueError:
+        raise TelemetryError(f"OTEL_TRACES_SAMPLER_ARG: {argument!r} is not a number") from None
+    if not 0.0 <= rate <= 1.0:
+        raise TelemetryError(f"OTEL_TRACES_SAMPLER_ARG: {rate} is not between 0 and 1")
+    return _SAMPLERS[name](rate)
 
 
 def _span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import yaml
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -72,9 +72,8 @@ def inproc_gateway(config: str, *, capture_content: bool = False) -> Iterator[In
     data.setdefault("telemetry", {})["capture_content"] = capture_content
     parsed = parse_config(data)
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    app = create_app(parsed, telemetry=Telemetry(parsed.telemetry, tracer_provider=provider))
+    telemetry = Telemetry(parsed.telemetry, span_processors=[SimpleSpanProcessor(exporter)])
+    app = create_app(parsed, telemetry=telemetry)
     with serve_in_thread(app) as url:
         yield InProcGateway(url, app, exporter)
 

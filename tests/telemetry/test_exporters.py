@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
 from gateway.config import TelemetryConfig
 from gateway.telemetry import Telemetry, TelemetryError, _metric_exporters, _span_exporters
+from gateway.telemetry.otlp import OtlpHttpSpanExporter as HttpSpans
 
 
 def _kinds(env: dict[str, str]) -> list[type]:

@@ -26,14 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import Sampler
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from gateway.accounting.costing import CostReport, Outcome
 from gateway.config import TelemetryConfig
@@ -46,6 +44,7 @@ from gateway.telemetry.exporters import (
     _span_exporters,
     check_env,
 )
+from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.spans import Trace, Tracer
 
 __all__ = ["Telemetry", "TelemetryError", "Trace", "_metric_exporters", "_span_exporters", "check_env"]
@@ -87,48 +86,43 @@ class Telemetry:
         config: TelemetryConfig,
         *,
         span_processors: Sequence[SpanProcessor] = (),
-        metric_readers: Sequence[MetricReader] = (),
+        metric_exporters: Sequence[MetricExporter] = (),
+        metric_interval_s: float = 60.0,
         resource: Resource | None = None,
         sampler: Sampler | None = None,
     ) -> None:
         self.config = config
         resource = resource or Resource.create({})
         self._tracer = Tracer(span_processors, resource, sampler) if span_processors else None
-        self.registry: CollectorRegistry | None = None
-        readers = list(metric_readers)
-        if config.enabled and config.prometheus:
-            from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
-            # A registry of our own: never the process-global one several gateways would share.
-            self.registry = CollectorRegistry(auto_describe=True)
-            readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
-        self._meter_provider = MeterProvider(
-            metric_readers=readers,
-            resource=resource,
-            views=[
-                View(instrument_name="gen_ai.client.token.usage", aggregation=ExplicitBucketHistogramAggregation(_TOKEN_BUCKETS)),
-                View(instrument_name="gen_ai.client.operation.duration", aggregation=ExplicitBucketHistogramAggregation(_DURATION_BUCKETS)),
-            ],
+        self._metrics = Metrics(resource)
+        # A registry of our own: never the process-global one several gateways would share.
+        self.registry = self._metrics.registry() if config.enabled and config.prometheus else None
+        head = ("gen_ai.operation.name", "gen_ai.request.model", "tollgate.team", "gen_ai.provider.name",
+                "gen_ai.response.model")  # fmt: skip
+        money = ("tollgate.team", "gen_ai.request.model")
+        metrics = self._metrics
+        self._token_usage = metrics.histogram(
+            "gen_ai.client.token.usage", "{token}", "Tokens used per request, by type.",
+            (*head, "gen_ai.token.type"), "gen_ai_client_token_usage", _TOKEN_BUCKETS,
         )  # fmt: skip
-        meter = self._meter_provider.get_meter("tollgate")
-        self._token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per request, by type."
+        self._duration = metrics.histogram(
+            "gen_ai.client.operation.duration", "s", "Time from request to the last byte of the answer.",
+            (*head, "tollgate.outcome", "error.type"), "gen_ai_client_operation_duration_seconds", _DURATION_BUCKETS,
+        )  # fmt: skip
+        self._cost = metrics.counter("tollgate.cost", "usd", "What requests cost.", money, "tollgate_cost_usd")
+        self._baseline = metrics.counter(
+            "tollgate.baseline", "usd", "What requests would have cost with no gateway.", money, "tollgate_baseline_usd"
         )
-        self._duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="Time from request to the last byte of the answer.",
-        )
-        self._cost = meter.create_counter("tollgate.cost", unit="usd", description="What requests cost.")
-        self._baseline = meter.create_counter(
-            "tollgate.baseline", unit="usd", description="What requests would have cost with no gateway."
-        )
-        self._alerts = meter.create_counter(
-            "tollgate.policy.alerts", unit="{alert}", description="Budget and rate thresholds crossed."
-        )
-        self._saved = meter.create_counter(
-            "tollgate.saved", unit="usd", description="Savings by the stage that earned them."
-        )
+        self._alerts = metrics.counter(
+            "tollgate.policy.alerts", "{alert}", "Budget and rate thresholds crossed.",
+            ("tollgate.team", "tollgate.policy", "tollgate.threshold"), "tollgate_policy_alerts",
+        )  # fmt: skip
+        self._saved = metrics.counter(
+            "tollgate.saved", "usd", "Savings by the stage that earned them.", (*money, "tollgate.stage"),
+            "tollgate_saved_usd",
+        )  # fmt: skip
+        if config.enabled and metric_exporters:
+            metrics.export_to(metric_exporters, metric_interval_s)
 
     @classmethod
     def from_env(cls, config: TelemetryConfig, environ: Mapping[str, str] | None = None) -> Telemetry:
@@ -138,9 +132,9 @@ class Telemetry:
         attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": config.service_name}
         resource = Resource.create(attributes)
         processors = [BatchSpanProcessor(exporter) for exporter in _span_exporters(env)]
-        readers = [PeriodicExportingMetricReader(exporter) for exporter in _metric_exporters(env)]
-        return cls(config, span_processors=processors, metric_readers=readers, resource=resource,
-                   sampler=_sampler(env))  # fmt: skip
+        interval_s = float(env.get("OTEL_METRIC_EXPORT_INTERVAL") or 60000) / 1000
+        return cls(config, span_processors=processors, metric_exporters=_metric_exporters(env),
+                   metric_interval_s=interval_s, resource=resource, sampler=_sampler(env))  # fmt: skip
 
     @property
     def tracing(self) -> bool:
@@ -211,34 +205,23 @@ class Telemetry:
             return
         now = time.perf_counter()
         usage = report.usage
-        provider = _provider_name(ctx)
-        common: dict[str, Any] = {
-            "gen_ai.operation.name": _OPERATIONS[ctx.request.endpoint],
-            "gen_ai.request.model": ctx.original.model,
-            "tollgate.team": ctx.team,
-        }
-        if provider is not None:
-            common["gen_ai.provider.name"] = provider
-        if ctx.served_model:
-            common["gen_ai.response.model"] = ctx.served_model
-        # Each instrument call costs microseconds: the histograms' sums and counts are the
-        # token and request counters, so there are no separate ones.
-        outcome_attributes = {**common, "tollgate.outcome": outcome}
-        if error_type is not None:
-            outcome_attributes["error.type"] = error_type
-        self._duration.record(now - ctx.started_at, outcome_attributes)
+        operation, model, team = _OPERATIONS[ctx.request.endpoint], ctx.original.model, ctx.team
+        head = (operation, model, team, _provider_name(ctx), ctx.served_model or None)
+        # The histograms' sums and counts are the token and request counters.
+        self._duration.record(now - ctx.started_at, (*head, outcome, error_type))
         if usage is not None:
-            self._token_usage.record(usage.prompt_tokens, {**common, "gen_ai.token.type": "input"})
-            self._token_usage.record(usage.completion_tokens, {**common, "gen_ai.token.type": "output"})
-        money = {"tollgate.team": ctx.team, "gen_ai.request.model": ctx.original.model}
+            self._token_usage.record(usage.prompt_tokens, (*head, "input"))
+            self._token_usage.record(usage.completion_tokens, (*head, "output"))
+        money = (team, model)
         if report.cost_usd is not None:
             self._cost.add(float(report.cost_usd), money)
         if report.baseline_usd is not None:
             self._baseline.add(float(report.baseline_usd), money)
         for stage, saved in report.saved_by_stage.items():
-            self._saved.add(float(saved), {**money, "tollgate.stage": stage})
+            self._saved.add(float(saved), (team, model, stage))
         trace: Trace | None = ctx.trace
         if trace is not None:
+            common = self._duration.attributes((*head, None, None))
             self._end_span(trace, ctx, report, common, status, outcome, error_type, finish_reasons, output_text)
 
     def _end_span(
@@ -298,14 +281,7 @@ class Telemetry:
 
     def alert(self, ctx: RequestContext, alert: Any) -> None:
         """A policy threshold crossed: a span event on the request and a counted metric."""
-        self._alerts.add(
-            1,
-            {
-                "tollgate.team": ctx.team,
-                "tollgate.policy": alert.policy,
-                "tollgate.threshold": float(alert.fraction),
-            },
-        )
+        self._alerts.add(1, (ctx.team, alert.policy, float(alert.fraction)))
         trace: Trace | None = ctx.trace
         if trace is not None:
             trace.add_event(
@@ -319,11 +295,15 @@ class Telemetry:
     def prometheus_text(self) -> bytes | None:
         return None if self.registry is None else generate_latest(self.registry)
 
+    def collect_metrics(self) -> MetricsData:
+        """Every metric series now, as OpenTelemetry's cumulative data."""
+        return self._metrics.collect()
+
     def shutdown(self) -> None:
         """Export what is buffered, then stop the exporters' threads."""
         if self._tracer is not None:
             self._tracer.shutdown()
-        self._meter_provider.shutdown()
+        self._metrics.shutdown()
 
     def force_flush(self) -> None:
         if self._tracer is not None:

@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanKind, StatusCode
 
 log = logging.getLogger("tollgate.telemetry")
 
@@ -78,12 +78,20 @@ def _key_value(key: str, value: Any) -> bytes:
     return _delimited(b"\x0a", key.encode()) + _delimited(b"\x12", _any_value(value))
 
 
+_KINDS = {kind: b"\x30" + _SMALL[kind.value + 1] for kind in SpanKind}
+_STATUS_CODES = {code: b"\x18" + _SMALL[code.value] if code.value else b"" for code in StatusCode}
+_STATUSES = {code: _delimited(b"\x7a", field) for code, field in _STATUS_CODES.items()}
+_LOCAL_PARENT = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE)
+_REMOTE_PARENT = b"\x85\x01" + _fixed32(_HAS_IS_REMOTE | _IS_REMOTE)
+
+
 class SpanEncoder:
     """Spans to `ExportTraceServiceRequest` bytes; one per exporter (it caches, unlocked)."""
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, type, Any], bytes] = {}  # a pair's length and bytes
-        self._keys: dict[str, bytes] = {}
+        # (key, type, value) -> a pair's length and bytes; (tag, key) -> a float's head
+        self._pairs: dict[tuple[Any, ...], bytes] = {}
+        self._names: dict[str, bytes] = {}
         self._encoded: dict[int, tuple[Any, bytes]] = {}  # id -> (object, bytes): resources, scopes
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
@@ -119,58 +127,74 @@ class SpanEncoder:
             parts.append(_delimited(b"\x1a", state.encode()))
         if parent is not None:
             parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-        parts += (
-            _delimited(b"\x2a", span.name.encode()),
-            b"\x30",
-            _SMALL[span.kind.value + 1],
-        )
+        parts += (self._name(span.name), _KINDS[span.kind])
         if span.start_time:
             parts += (b"\x39", _fixed64(span.start_time))
         if span.end_time:
             parts += (b"\x41", _fixed64(span.end_time))
-        if span.attributes:
-            parts.append(self._attributes(b"\x4a", span.attributes))
+        attributes = span.attributes
+        if attributes:
+            self._attributes(parts, b"\x4a", attributes)
         if span.dropped_attributes:
             parts += (b"\x50", _varint(span.dropped_attributes))
-        for event in span.events:
+        events = span.events
+        for event in events:
             fields = [b"\x09", _fixed64(event.timestamp), _delimited(b"\x12", event.name.encode())]
             if event.attributes:
-                fields.append(self._attributes(b"\x1a", event.attributes))
+                self._attributes(fields, b"\x1a", event.attributes)
             if event.dropped_attributes:
                 fields += (b"\x20", _varint(event.dropped_attributes))
             parts.append(_delimited(b"\x5a", b"".join(fields)))
-        if span.dropped_events:
+        if events and span.dropped_events:
             parts += (b"\x60", _varint(span.dropped_events))
-        for link in span.links:
+        links = span.links
+        for link in links:
+            linked = link.context
             fields = [
                 b"\x0a\x10",
-                link.context.trace_id.to_bytes(16, "big"),
+                linked.trace_id.to_bytes(16, "big"),
                 b"\x12\x08",
-                link.context.span_id.to_bytes(8, "big"),
+                linked.span_id.to_bytes(8, "big"),
             ]
             if link.attributes:
-                fields.append(self._attributes(b"\x22", link.attributes))
+                self._attributes(fields, b"\x22", link.attributes)
             if link.dropped_attributes:
                 fields += (b"\x28", _varint(link.dropped_attributes))
-            fields += (b"\x35", _fixed32(_flags(link.context)))
+            fields += (b"\x35", _fixed32(_HAS_IS_REMOTE | _IS_REMOTE if linked.is_remote else _HAS_IS_REMOTE))
             parts.append(_delimited(b"\x6a", b"".join(fields)))
-        if span.dropped_links:
+        if links and span.dropped_links:
             parts += (b"\x70", _varint(span.dropped_links))
         status = span.status
-        code = _SMALL[status.status_code.value]
-        message = _delimited(b"\x12", status.description.encode()) if status.description else b""
-        parts.append(_delimited(b"\x7a", message + (b"\x18" + code if status.status_code.value else b"")))
-        parts += (b"\x85\x01", _fixed32(_flags(parent)))
+        if status.description:
+            message = _delimited(b"\x12", status.description.encode())
+            parts.append(_delimited(b"\x7a", message + _STATUS_CODES[status.status_code]))
+        else:
+            parts.append(_STATUSES[status.status_code])
+        parts.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
         return _delimited(b"\x12", b"".join(parts))
 
-    def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-        """Repeated KeyValue under `tag`; a str or bool pair is encoded once and kept."""
+    def _name(self, name: str) -> bytes:
+        encoded = self._names.get(name)
+        if encoded is None:
+            if len(self._names) >= _CACHE_LIMIT:
+                self._names.clear()
+            encoded = self._names[name] = _delimited(b"\x2a", name.encode())
+        return encoded
+
+    def _attributes(self, out: list[bytes], tag: bytes, attributes: Mapping[str, Any]) -> None:
+        """Append repeated KeyValue under `tag`. A str, bool or int pair is encoded once and
+        kept; a float's key and tags are kept, so only its 8 bytes are new."""
         pairs = self._pairs
-        keys = self._keys
-        out: list[bytes] = []
         for key, value in attributes.items():
             kind = type(value)
-            if kind is str or kind is bool:
+            if kind is float:
+                head = pairs.get((tag, key))
+                if head is None:
+                    pair_head = _delimited(b"\x0a", key.encode()) + b"\x12\x09\x21"
+                    head = pairs[(tag, key)] = tag + _varint(len(pair_head) + 8) + pair_head
+                out += (head, _double(value))
+                continue
+            if kind is str or kind is bool or kind is int:
                 cached = pairs.get((key, kind, value))
                 if cached is None:
                     if len(pairs) >= _CACHE_LIMIT:
@@ -179,18 +203,27 @@ class SpanEncoder:
                     cached = pairs[(key, kind, value)] = _varint(len(pair)) + pair
                 out += (tag, cached)
                 continue
-            head = keys.get(key)
-            if head is None:
-                if len(keys) >= _CACHE_LIMIT:
-                    keys.clear()
-                head = keys[key] = _delimited(b"\x0a", key.encode())
             try:
-                pair = head + _delimited(b"\x12", _any_value(value))
+                pair = _key_value(key, value)
             except TypeError as err:  # the SDK's encoder logs and skips such a value too
                 log.warning("span attribute %s not exported: %s", key, err)
                 continue
-            out.append(tag + _varint(len(pair)) + pair)
-        return b"".join(out)
+            out += (tag, _varint(len(pair)), pair)
+
+    def _resource(self, resource: Any) -> bytes:
+        fields: list[bytes] = []
+        self._attributes(fields, b"\x0a", resource.attributes)
+        return _delimited(b"\x0a", b"".join(fields))
+
+    def _scope(self, scope: Any) -> bytes:
+        if scope is None:
+            return b"\x0a\x00"
+        fields = [_delimited(b"\x0a", scope.name.encode())] if scope.name else []
+        if scope.version:
+            fields.append(_delimited(b"\x12", scope.version.encode()))
+        if scope.attributes:
+            self._attributes(fields, b"\x1a", scope.attributes)
+        return _delimited(b"\x0a", b"".join(fields))
 
     def _once(self, thing: Any, encode: Any) -> bytes:
         entry = self._encoded.get(id(thing))
@@ -199,25 +232,6 @@ class SpanEncoder:
                 self._encoded.clear()
             entry = self._encoded[id(thing)] = (thing, encode(thing))
         return entry[1]
-
-    def _resource(self, resource: Any) -> bytes:
-        return _delimited(b"\x0a", self._attributes(b"\x0a", resource.attributes))
-
-    def _scope(self, scope: Any) -> bytes:
-        if scope is None:
-            return b"\x0a\x00"
-        fields = _delimited(b"\x0a", scope.name.encode()) if scope.name else b""
-        if scope.version:
-            fields += _delimited(b"\x12", scope.version.encode())
-        if scope.attributes:
-            fields += self._attributes(b"\x1a", scope.attributes)
-        return _delimited(b"\x0a", fields)
-
-
-def _flags(parent: SpanContext | None) -> int:
-    if parent is not None and parent.is_remote:
-        return _HAS_IS_REMOTE | _IS_REMOTE
-    return _HAS_IS_REMOTE
 
 
 class OtlpHttpSpanExporter(OTLPSpanExporter):

@@ -147,4 +147,6 @@ def parse_traceparent(traceparent: str | None, tracestate: str | None) -> SpanCo
     if not trace_id or not span_id:
         return None
     state = TraceState.from_header([tracestate]) if tracestate else None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1), trace_state=state)
+    return SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags & 1), trace_state=state
+    )

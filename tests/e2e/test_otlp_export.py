@@ -12,11 +12,11 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -40,7 +40,29 @@ class Receiver:
     def __init__(self) -> None:
         self.spans: list[tuple[dict[str, Any], Span]] = []
         self.encodings: set[str] = set()
+        self.metrics: list[ExportMetricsServiceRequest] = []
         self.lock = threading.Lock()
+
+    def add_metrics(self, body: bytes) -> None:
+        with self.lock:
+            self.metrics.append(ExportMetricsServiceRequest.FromString(body))
+
+    def token_sums(self, team: str) -> dict[str, float]:
+        """The last export's `gen_ai.client.token.usage` sums for one team, by token type."""
+        with self.lock:
+            last = self.metrics[-1] if self.metrics else None
+        sums: dict[str, float] = {}
+        for resource_metrics in last.resource_metrics if last else ():
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name != "gen_ai.client.token.usage":
+                        continue
+                    for point in metric.histogram.data_points:
+                        attrs = _attributes(point.attributes)
+                        if attrs.get("tollgate.team") == team:
+                            kind = attrs["gen_ai.token.type"]
+                            sums[kind] = sums.get(kind, 0) + point.sum
+        return sums
 
     def add(self, body: bytes, encoding: str) -> None:
         self.encodings.add(encoding)
@@ -58,7 +80,11 @@ class Receiver:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self.lock:
-                roots = [(r, s) for r, s in self.spans if _attributes(s.attributes).get("tollgate.request_id") == request_id]
+                roots = [
+                    (r, s)
+                    for r, s in self.spans
+                    if _attributes(s.attributes).get("tollgate.request_id") == request_id
+                ]
                 if roots:
                     resource, root = roots[0]
                     children = [s for _, s in self.spans if s.parent_span_id == root.span_id]
@@ -84,11 +110,14 @@ def receiver() -> Iterator[tuple[str, Receiver]]:
     received = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             status = 404
             if self.path == "/v1/traces":
                 received.add(body, self.headers.get("content-encoding", "identity"))
+                status = 200
+            elif self.path == "/v1/metrics":
+                received.add_metrics(body)
                 status = 200
             self.send_response(status)
             self.send_header("content-type", "application/x-protobuf")
@@ -109,12 +138,15 @@ def receiver() -> Iterator[tuple[str, Receiver]]:
 
 
 @pytest.fixture(scope="module")
-def gateway(sim: Proc, receiver: tuple[str, Receiver], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+def gateway(
+    sim: Proc, receiver: tuple[str, Receiver], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Proc]:
     work = tmp_path_factory.mktemp("otlp")
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver[0],  # no exporter named: OTLP over HTTP
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
-        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "otlp",
+        "OTEL_METRIC_EXPORT_INTERVAL": "200",
         "OTEL_BSP_SCHEDULE_DELAY": "50",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
     }
@@ -157,17 +189,26 @@ def test_a_request_arrives_as_a_genai_span_with_its_cost_and_its_stage(
         "http.response.status_code": 200,
     }  # fmt: skip
     assert attrs["tollgate.cost_usd"] == pytest.approx(float(raw.headers["x-tollgate-cost-usd"]), abs=1e-12)
-    assert attrs["tollgate.baseline_usd"] == pytest.approx(float(raw.headers["x-tollgate-baseline-usd"]), abs=1e-12)
+    assert attrs["tollgate.baseline_usd"] == pytest.approx(
+        float(raw.headers["x-tollgate-baseline-usd"]), abs=1e-12
+    )
     assert attrs["gen_ai.response.finish_reasons"] == [raw.parse().choices[0].finish_reason]
 
     [auth] = [c for c in children if c.name == "tollgate.stage auth"]
     assert auth.trace_id == root.trace_id and auth.kind == Span.SpanKind.SPAN_KIND_INTERNAL
-    assert root.start_time_unix_nano <= auth.start_time_unix_nano <= auth.end_time_unix_nano <= root.end_time_unix_nano
+    assert (
+        root.start_time_unix_nano
+        <= auth.start_time_unix_nano
+        <= auth.end_time_unix_nano
+        <= root.end_time_unix_nano
+    )
     assert _attributes(auth.attributes)["tollgate.stage"] == "auth"
     assert auth.flags & 0x300 == 0x100  # its parent is local
 
 
-def test_a_refused_request_is_exported_as_a_failed_span(gateway: Proc, receiver: tuple[str, Receiver]) -> None:
+def test_a_refused_request_is_exported_as_a_failed_span(
+    gateway: Proc, receiver: tuple[str, Receiver]
+) -> None:
     client = openai.OpenAI(base_url=gateway.v1, api_key="tg-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -194,3 +235,20 @@ def test_a_stream_is_exported_with_its_usage(gateway: Proc, receiver: tuple[str,
     assert attrs["gen_ai.usage.output_tokens"] > 0
     assert len(root.trace_id) == 16 and root.trace_id != bytes(16)
     assert root.flags & 0x300 == 0x100  # no parent from the client: a new trace
+
+
+def test_metrics_are_exported_over_otlp_with_tokens_per_team(
+    gateway: Proc, receiver: tuple[str, Receiver]
+) -> None:
+    client = sdk_client(gateway, "metered-otlp")
+    prompt = completion = 0
+    for _ in range(2):
+        usage = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Count me."}]
+        ).usage
+        assert usage is not None
+        prompt, completion = prompt + usage.prompt_tokens, completion + usage.completion_tokens
+    deadline = time.monotonic() + 10
+    while receiver[1].token_sums("metered-otlp") != {"input": prompt, "output": completion}:
+        assert time.monotonic() < deadline, receiver[1].token_sums("metered-otlp")
+        time.sleep(0.1)

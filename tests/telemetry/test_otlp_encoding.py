@@ -31,7 +31,9 @@ def _context(rng: random.Random, *, remote: bool = False, state: TraceState | No
 
 def _spans(seed: int) -> list[ReadableSpan]:
     rng = random.Random(seed)
-    other_resource = Resource.create({"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.26.0")
+    other_resource = Resource.create(
+        {"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.26.0"
+    )
     other_scope = InstrumentationScope("other", "1.2.3", "https://example.com/schema", {"scope.flag": True})
     values = [
         "gpt-4o-mini",
@@ -61,7 +63,11 @@ def _spans(seed: int) -> list[ReadableSpan]:
         state = TraceState([("vendor", "abc"), ("tg", "1")]) if rng.random() < 0.2 else None
         events = []
         if rng.random() < 0.3:
-            events = [Event("tollgate.policy.threshold", {"tollgate.threshold": 0.8, "message": "80%"}, timestamp=123)]
+            events = [
+                Event(
+                    "tollgate.policy.threshold", {"tollgate.threshold": 0.8, "message": "80%"}, timestamp=123
+                )
+            ]
         links = [Link(_context(rng), {"link.n": 1})] if rng.random() < 0.2 else []
         status = rng.choice(
             [Status(StatusCode.UNSET), Status(StatusCode.OK), Status(StatusCode.ERROR, "UpstreamError")]
@@ -91,7 +97,10 @@ def _normalised(request: ExportTraceServiceRequest) -> list[tuple[bytes, bytes, 
     out = []
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
-            head = resource_spans.resource.SerializeToString(deterministic=True) + resource_spans.schema_url.encode()
+            head = (
+                resource_spans.resource.SerializeToString(deterministic=True)
+                + resource_spans.schema_url.encode()
+            )
             scope = scope_spans.scope.SerializeToString(deterministic=True) + scope_spans.schema_url.encode()
             out.append((head, scope, [s.SerializeToString(deterministic=True) for s in scope_spans.spans]))
     return sorted(out)
@@ -112,7 +121,9 @@ def test_the_encoding_parses_to_what_the_sdk_encodes(seed: int) -> None:
 def test_a_true_attribute_and_a_one_are_not_confused_by_the_cache() -> None:
     rng = random.Random(1)
     spans = [
-        ReadableSpan("a", _context(rng), resource=RESOURCE, attributes={"x": True}, instrumentation_scope=SCOPE),
+        ReadableSpan(
+            "a", _context(rng), resource=RESOURCE, attributes={"x": True}, instrumentation_scope=SCOPE
+        ),
         ReadableSpan("b", _context(rng), resource=RESOURCE, attributes={"x": 1}, instrumentation_scope=SCOPE),
     ]
     decoded = ExportTraceServiceRequest.FromString(SpanEncoder().encode(spans))
@@ -124,7 +135,11 @@ def test_a_true_attribute_and_a_one_are_not_confused_by_the_cache() -> None:
 def test_a_value_that_cannot_be_encoded_is_left_out_and_the_rest_is_sent() -> None:
     rng = random.Random(2)
     span = ReadableSpan(
-        "a", _context(rng), resource=RESOURCE, attributes={"ok": "yes", "bad": object()}, instrumentation_scope=SCOPE
+        "a",
+        _context(rng),
+        resource=RESOURCE,
+        attributes={"ok": "yes", "bad": object()},
+        instrumentation_scope=SCOPE,
     )
     decoded = ExportTraceServiceRequest.FromString(SpanEncoder().encode([span]))
     keys = [kv.key for kv in decoded.resource_spans[0].scope_spans[0].spans[0].attributes]

@@ -74,6 +74,16 @@ def _any_value(value: Any) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__} as an attribute value")
 
 
+def _ids(context: Any) -> list[bytes]:
+    """A span's or a link's first two fields: its trace id and span id."""
+    return [
+        b"\x0a\x10",
+        context.trace_id.to_bytes(16, "big"),
+        b"\x12\x08",
+        context.span_id.to_bytes(8, "big"),
+    ]
+
+
 def _key_value(key: str, value: Any) -> bytes:
     return _delimited(b"\x0a", key.encode()) + _delimited(b"\x12", _any_value(value))
 
@@ -116,12 +126,7 @@ class SpanEncoder:
     def _span(self, span: ReadableSpan) -> bytes:
         context = span.context
         parent = span.parent
-        parts = [
-            b"\x0a\x10",
-            context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08",
-            context.span_id.to_bytes(8, "big"),
-        ]
+        parts = _ids(context)
         if context.trace_state:
             state = ",".join(f"{key}={value}" for key, value in context.trace_state.items())
             parts.append(_delimited(b"\x1a", state.encode()))
@@ -150,12 +155,7 @@ class SpanEncoder:
         links = span.links
         for link in links:
             linked = link.context
-            fields = [
-                b"\x0a\x10",
-                linked.trace_id.to_bytes(16, "big"),
-                b"\x12\x08",
-                linked.span_id.to_bytes(8, "big"),
-            ]
+            fields = _ids(linked)
             if link.attributes:
                 self._attributes(fields, b"\x22", link.attributes)
             if link.dropped_attributes:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
+from opentelemetry.sdk.metrics.export import MetricExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -70,6 +70,9 @@ _PROVIDER_NAMES = {
 # Bucket boundaries the GenAI metric conventions recommend.
 _TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 _DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+# The attributes every request's metrics and span share, in the order finish() gives them.
+_HEAD = ("gen_ai.operation.name", "gen_ai.request.model", "tollgate.team", "gen_ai.provider.name",
+         "gen_ai.response.model")  # fmt: skip
 _REQUEST_PARAMS = (
     ("max_tokens", "gen_ai.request.max_tokens"),
     ("max_completion_tokens", "gen_ai.request.max_tokens"),
@@ -97,9 +100,7 @@ class Telemetry:
         self._metrics = Metrics(resource)
         # A registry of our own: never the process-global one several gateways would share.
         self.registry = self._metrics.registry() if config.enabled and config.prometheus else None
-        head = ("gen_ai.operation.name", "gen_ai.request.model", "tollgate.team", "gen_ai.provider.name",
-                "gen_ai.response.model")  # fmt: skip
-        money = ("tollgate.team", "gen_ai.request.model")
+        head, money = _HEAD, ("tollgate.team", "gen_ai.request.model")
         metrics = self._metrics
         self._token_usage = metrics.histogram(
             "gen_ai.client.token.usage", "{token}", "Tokens used per request, by type.",
@@ -221,7 +222,7 @@ class Telemetry:
             self._saved.add(float(saved), (team, model, stage))
         trace: Trace | None = ctx.trace
         if trace is not None:
-            common = self._duration.attributes((*head, None, None))
+            common = {name: value for name, value in zip(_HEAD, head, strict=True) if value is not None}
             self._end_span(trace, ctx, report, common, status, outcome, error_type, finish_reasons, output_text)
 
     def _end_span(
@@ -294,10 +295,6 @@ class Telemetry:
 
     def prometheus_text(self) -> bytes | None:
         return None if self.registry is None else generate_latest(self.registry)
-
-    def collect_metrics(self) -> MetricsData:
-        """Every metric series now, as OpenTelemetry's cumulative data."""
-        return self._metrics.collect()
 
     def shutdown(self) -> None:
         """Export what is buffered, then stop the exporters' threads."""

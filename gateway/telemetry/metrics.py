@@ -24,9 +24,9 @@ from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from opentelemetry.sdk.metrics import export as otel
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Histogram,
     HistogramDataPoint,
     Metric,
     MetricExporter,
@@ -51,8 +51,6 @@ _SCOPE = InstrumentationScope("tollgate")
 class Instrument:
     """One metric: fixed label names; a series per tuple of label values (None: absent)."""
 
-    kind = ""
-
     def __init__(
         self, name: str, unit: str, description: str, labels: Sequence[str], prometheus: str
     ) -> None:
@@ -71,8 +69,6 @@ class Instrument:
 
 
 class Counter(Instrument):
-    kind = "counter"
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._totals: dict[tuple[Any, ...], float] = {}
@@ -86,10 +82,8 @@ class Counter(Instrument):
             return list(self._totals.items())
 
 
-class Histo(Instrument):
+class Histogram(Instrument):
     """Explicit buckets as OpenTelemetry counts them: bucket i holds (bound[i-1], bound[i]]."""
-
-    kind = "histogram"
 
     def __init__(self, *args: Any, boundaries: Sequence[float], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -120,7 +114,7 @@ class Metrics:
 
     def __init__(self, resource: Resource) -> None:
         self.resource = resource
-        self.instruments: list[Counter | Histo] = []
+        self.instruments: list[Counter | Histogram] = []
         self.started_ns = time.time_ns()
         self._exports: list[_PeriodicExport] = []
 
@@ -134,8 +128,8 @@ class Metrics:
     def histogram(
         self, name: str, unit: str, description: str, labels: Sequence[str], prometheus: str,
         boundaries: Sequence[float],
-    ) -> Histo:  # fmt: skip
-        instrument = Histo(name, unit, description, labels, prometheus, boundaries=boundaries)
+    ) -> Histogram:  # fmt: skip
+        instrument = Histogram(name, unit, description, labels, prometheus, boundaries=boundaries)
         self.instruments.append(instrument)
         return instrument
 
@@ -160,7 +154,7 @@ class Metrics:
         start = self.started_ns
         metrics = []
         for instrument in self.instruments:
-            data: Sum | Histogram
+            data: Sum | otel.Histogram
             if isinstance(instrument, Counter):
                 numbers = [NumberDataPoint(instrument.attributes(values), start, now, total)
                            for values, total in instrument.series()]  # fmt: skip
@@ -173,7 +167,7 @@ class Metrics:
                     )
                     for values, s in instrument.series()
                 ]
-                data = Histogram(histograms, _CUMULATIVE)
+                data = otel.Histogram(histograms, _CUMULATIVE)
             if data.data_points:
                 metrics.append(Metric(instrument.name, instrument.description, instrument.unit, data))
         scope = ScopeMetrics(_SCOPE, metrics, "")

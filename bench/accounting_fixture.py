@@ -247,9 +247,3 @@ def _sink_stats(port: int) -> dict[str, Any]:
         return dict(orjson.loads(resp.read()))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -55,7 +55,8 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from bench.accounting_fixture import REQUEST_BODY, _free_port, _sink_stats, _start_sink  # noqa: E402
+from bench.accounting_fixture import REQUEST_BODY, _sink_stats, _start_sink  # noqa: E402
+from gateway.demo.processes import free_port, stop  # noqa: E402
 
 HARNESS = ROOT.parent / "shared" / "bench" / "gateway_overhead.py"
 HARNESS_PORT = 29300
@@ -111,15 +112,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], command: str, port: int) -> None:
             time.sleep(0.1)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _make_key(command: str, env: dict[str, str], port: int) -> str:
     """Start the gateway once on its SQLite store, create a team and a virtual key, stop it."""
     proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=subprocess.DEVNULL,
@@ -129,7 +121,7 @@ def _make_key(command: str, env: dict[str, str], port: int) -> str:
         _http(f"http://127.0.0.1:{port}/admin/teams", {"id": "bench"}, MASTER_KEY)
         return str(_http(f"http://127.0.0.1:{port}/admin/keys", {"team": "bench"}, MASTER_KEY)["key"])
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 def _runs(args: argparse.Namespace) -> Iterator[tuple[int, str, Path, Path, dict[str, str]]]:
@@ -174,7 +166,7 @@ def _harness(args: argparse.Namespace, extra: list[str]) -> int:
     runs = list(_runs(args))
     names = list(dict.fromkeys(name for _, name, *_ in runs))
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-acct-harness-"))
-    sink_port = _free_port()
+    sink_port = free_port()
     # The receiver stands for a collector on another machine: off the gateway's core.
     sink = _start_sink(sink_port)
     results: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -291,7 +283,7 @@ def _split(args: argparse.Namespace) -> int:
         )
         bodies[mode] = tmp / f"{mode}.json"
         bodies[mode].write_bytes(orjson.dumps(body))
-    mock_port, sink_port = _free_port(), _free_port()
+    mock_port, sink_port = free_port(), free_port()
     mock = subprocess.Popen(["taskset", "-c", "1", str(mock_bin), "-addr", f"127.0.0.1:{mock_port}", "-chunks", "20"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     sink = _start_sink(sink_port)
@@ -332,7 +324,7 @@ def _split(args: argparse.Namespace) -> int:
                           f"{loop + sum(others):.3f} CPU-ms/req (loop {loop:.3f}, other threads "
                           f"{', '.join(f'{v:.3f}' for v in others if v)})", flush=True)  # fmt: skip
             finally:
-                _stop(gateway)
+                stop(gateway)
     finally:
         for proc in (sink, mock):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -74,7 +74,6 @@ from bench.accounting_fixture import (  # noqa: E402
     Setup,
     _AuthLike,
     _drive,
-    _free_port,
     _make,
     _measure,
     _peak_kib,
@@ -85,6 +84,7 @@ from bench.accounting_fixture import (  # noqa: E402
 )
 from gateway.accounting.costing import cost_request  # noqa: E402
 from gateway.accounting.settle import ledger_row  # noqa: E402
+from gateway.demo.processes import free_port  # noqa: E402
 from gateway.pipeline import CallNext, Request, RequestContext  # noqa: E402
 from gateway.providers.base import ProviderResponse  # noqa: E402
 from gateway.telemetry import Telemetry  # noqa: E402
@@ -94,7 +94,7 @@ async def _main(args: argparse.Namespace) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) > 1:
         os.sched_setaffinity(0, {cpus[0]})  # the gateway's core; the sink gets another
-    port = _free_port()
+    port = free_port()
     sink = _start_sink(port)
     tmp = Path(tempfile.mkdtemp(prefix="tollgate-acct-"))
     setups: list[Setup] = []

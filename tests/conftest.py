@@ -15,15 +15,9 @@ from pathlib import Path
 import pytest
 
 import gateway  # noqa: F401  (the offline environment, before any test module imports litellm)
+from gateway.demo.processes import free_port
 
 _REDIS_START_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:

@@ -52,7 +52,9 @@ COST_ATTRIBUTES = ("tollgate.cost_usd", "tollgate.baseline_usd", "tollgate.saved
 
 
 # Beside this file; run as a script, its directory is first on sys.path.
-from processes import CheckFailed, Proc, clean_env, free_port, spawn, wait_http_ok  # noqa: E402
+from processes import CheckFailed, Proc, clean_env, spawn, wait_http_ok  # noqa: E402
+
+from gateway.demo.processes import free_port  # noqa: E402
 
 # --- requests -------------------------------------------------------------------------------
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -13,17 +10,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.demo.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class CheckFailed(Exception):
     """Something could not be started or read back: the check cannot go on."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -52,16 +45,7 @@ class Proc:
 
     def stop(self) -> None:
         """SIGTERM the process group (the gateway flushes its spans on the way out), then SIGKILL."""
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
+        stop(self.popen)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str], workdir: Path) -> Proc:

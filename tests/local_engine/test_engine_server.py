@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,20 +14,16 @@ import httpx
 import openai
 import pytest
 
+from gateway.demo.processes import free_port
+
 MODEL = "tiny-llama"
 LONG = "Please summarise this function for me:\n" + "def f(x):\n    return x * 2 + 1\n" * 6
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
 
 @pytest.fixture(scope="module")
 def server(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("engine") / "server.log"
     command = [
         sys.executable, "-m", "local_engine.cli", "serve", "--model", str(model_dirs["llama"]),

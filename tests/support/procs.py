@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,8 @@ from typing import Any
 import openai
 import orjson
 
+from gateway.demo.processes import free_port, stop, wait_ready
+
 # The databases of the session's Redis server that end-to-end modules keep to themselves, one
 # each, so that nothing another module wrote is seen or counted (database 0 is shared by the
 # suites that keep apart by key prefix). A module takes its number with `redis_db(__name__)`.
@@ -37,12 +37,6 @@ REDIS_DBS = {
     "test_deferred_durability": 13,
 }
 assert len(set(REDIS_DBS.values())) == len(REDIS_DBS), "two modules share a Redis database"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -60,30 +54,6 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited ({proc.returncode}) before ready:\n{log.read_text()[-4000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.05)
-    raise RuntimeError(f"not ready within {timeout}s: {url}\n{log.read_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @contextlib.contextmanager
 def run_sim(workdir: Path, *args: str) -> Iterator[Proc]:
     port = free_port()
@@ -94,7 +64,7 @@ def run_sim(workdir: Path, *args: str) -> Iterator[Proc]:
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, "simulated provider", log=log)
         yield Proc(f"http://127.0.0.1:{port}", proc, log)
     finally:
         stop(proc)
@@ -114,7 +84,7 @@ def run_gateway(workdir: Path, config: str, *, master_key: str = "tg-master-test
             stdout=out, stderr=subprocess.STDOUT, env=environ, start_new_session=True,
         )  # fmt: skip
     try:
-        _wait(f"http://127.0.0.1:{port}/readyz", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}/readyz", proc, "gateway", log=log)
         yield Proc(f"http://127.0.0.1:{port}", proc, log, master_key)
     finally:
         stop(proc)

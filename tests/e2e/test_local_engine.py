@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from local_engine.random_model import build_random_model, build_tokenizer
-from tests.support.procs import Proc, _wait, free_port, run_gateway, stop, team_key
+from tests.support.procs import Proc, free_port, run_gateway, stop, team_key, wait_ready
 
 # A prompt long enough to fill several KV blocks, so a second identical request hits the prefix cache.
 LONG = "Summarise this function for me:\n" + "def f(x):\n    return x * 2 + 1\n" * 12
@@ -35,7 +35,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=os.environ)
     try:
-        _wait(f"http://127.0.0.1:{port}/health", proc, log, timeout=120)
+        wait_ready(f"http://127.0.0.1:{port}/health", proc, "engine", timeout=120, log=log)
         yield Proc(f"http://127.0.0.1:{port}", proc, log)
     finally:
         stop(proc)

@@ -45,7 +45,8 @@ from gateway.telemetry.exporters import (
     check_env,
 )
 from gateway.telemetry.metrics import Metrics
-from gateway.telemetry.spans import Trace, Tracer
+from gateway.telemetry.otlp import EncodingSpanProcessor, OtlpHttpSpanExporter
+from gateway.telemetry.spans import Trace, TraceProcessor, Tracer
 
 __all__ = ["Telemetry", "TelemetryError", "Trace", "_metric_exporters", "_span_exporters", "check_env"]
 
@@ -88,7 +89,7 @@ class Telemetry:
         self,
         config: TelemetryConfig,
         *,
-        span_processors: Sequence[SpanProcessor] = (),
+        span_processors: Sequence[SpanProcessor | TraceProcessor] = (),
         metric_exporters: Sequence[MetricExporter] = (),
         metric_interval_s: float = 60.0,
         resource: Resource | None = None,
@@ -132,7 +133,11 @@ class Telemetry:
             return cls(config)
         attributes = {} if env.get("OTEL_SERVICE_NAME") else {"service.name": config.service_name}
         resource = Resource.create(attributes)
-        processors = [BatchSpanProcessor(exporter) for exporter in _span_exporters(env)]
+        processors = [
+            EncodingSpanProcessor(exporter, resource) if isinstance(exporter, OtlpHttpSpanExporter)
+            else BatchSpanProcessor(exporter)
+            for exporter in _span_exporters(env)
+        ]  # fmt: skip
         interval_s = float(env.get("OTEL_METRIC_EXPORT_INTERVAL") or 60000) / 1000
         return cls(config, span_processors=processors, metric_exporters=_metric_exporters(env),
                    metric_interval_s=interval_s, resource=resource, sampler=_sampler(env))  # fmt: skip

@@ -6,7 +6,9 @@ the event loop. A request's spans here are the request and one per stage, all kn
 gateway and all ending when the request does, so they are kept as ids, clock readings and
 a dict of attributes, and turned into the SDK's own `ReadableSpan` objects at the end. From
 there on everything is the SDK's: its span processors (batching, `OTEL_BSP_*`), its
-exporters, its samplers (`OTEL_TRACES_SAMPLER`, read as the SDK reads it).
+exporters, its samplers (`OTEL_TRACES_SAMPLER`, read as the SDK reads it). A processor that
+takes a whole `Trace` (`TraceProcessor`: OTLP/HTTP's, which encodes it to wire bytes
+directly) is given the record itself and no `ReadableSpan` is built for it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
@@ -34,7 +36,9 @@ from opentelemetry.trace.span import TraceState
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
-_SCOPE = InstrumentationScope("tollgate")
+SCOPE = InstrumentationScope("tollgate")
+# A stage's name -> the attributes its span gets from what the stage recorded.
+StageAttributes = Callable[[str], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -56,13 +60,32 @@ class Trace:
         self.events.append(Event(name, attributes, time.time_ns()))
 
 
+@runtime_checkable
+class TraceProcessor(Protocol):
+    """A span processor that takes a request's finished `Trace` as it is."""
+
+    def on_trace(
+        self, trace: Trace, end_ns: int, error_type: str | None, stage_ids: Sequence[int],
+        stage_attributes: StageAttributes,
+    ) -> None: ...  # fmt: skip
+
+    def shutdown(self) -> None: ...
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool: ...
+
+
 class Tracer:
     """Opens a request's `Trace` and hands its finished spans to the span processors."""
 
     def __init__(
-        self, processors: Sequence[SpanProcessor], resource: Resource, sampler: Sampler | None = None
+        self,
+        processors: Sequence[SpanProcessor | TraceProcessor],
+        resource: Resource,
+        sampler: Sampler | None = None,
     ) -> None:
-        self._processors = tuple(processors)
+        self._all = tuple(processors)
+        self._direct = tuple(p for p in processors if isinstance(p, TraceProcessor))
+        self._processors = tuple(p for p in processors if not isinstance(p, TraceProcessor))
         self._resource = resource
         self._sampler = sampler  # None: the SDK's default, parent-based always-on, inlined
 
@@ -85,43 +108,43 @@ class Tracer:
             return None, header
         return Trace(name, trace_id, span_id, parent, state, time.time_ns(), attributes), header
 
-    def close(
-        self,
-        trace: Trace,
-        error_type: str | None,
-        stage_attributes: Callable[[str], dict[str, Any]],
-    ) -> None:
-        """End the request's span now; build its spans and the stages' and export them."""
+    def close(self, trace: Trace, error_type: str | None, stage_attributes: StageAttributes) -> None:
+        """End the request's span now; hand it and its stages' spans to the processors."""
         end_ns = time.time_ns()
+        stage_ids = [_random_id(64) for _ in trace.stages]
+        for direct in self._direct:
+            direct.on_trace(trace, end_ns, error_type, stage_ids, stage_attributes)
+        if not self._processors:
+            return
         resource = self._resource
         root = SpanContext(trace.trace_id, trace.span_id, False, _SAMPLED, trace.state)
         spans = []
-        for stage, start_ns, stage_end_ns, error in trace.stages:
+        for (stage, start_ns, stage_end_ns, error), stage_id in zip(trace.stages, stage_ids, strict=True):
             attributes = {"tollgate.stage": stage, **stage_attributes(stage)}
             status = _UNSET
             if error is not None:
                 status = Status(StatusCode.ERROR, type(error).__name__)
                 attributes["error.type"] = getattr(error, "code", None) or type(error).__name__
-            context = SpanContext(trace.trace_id, _random_id(64), False, _SAMPLED, trace.state)
+            context = SpanContext(trace.trace_id, stage_id, False, _SAMPLED, trace.state)
             spans.append(
                 ReadableSpan(f"tollgate.stage {stage}", context, root, resource, attributes, (), (),
-                             SpanKind.INTERNAL, None, status, start_ns, stage_end_ns, _SCOPE)
+                             SpanKind.INTERNAL, None, status, start_ns, stage_end_ns, SCOPE)
             )  # fmt: skip
         status = _UNSET if error_type is None else Status(StatusCode.ERROR, error_type)
         spans.append(
             ReadableSpan(trace.name, root, trace.parent, resource, trace.attributes, trace.events, (),
-                         SpanKind.SERVER, None, status, trace.start_ns, end_ns, _SCOPE)
+                         SpanKind.SERVER, None, status, trace.start_ns, end_ns, SCOPE)
         )  # fmt: skip
         for processor in self._processors:
             for span in spans:
                 processor.on_end(span)
 
     def shutdown(self) -> None:
-        for processor in self._processors:
+        for processor in self._all:
             processor.shutdown()
 
     def force_flush(self) -> None:
-        for processor in self._processors:
+        for processor in self._all:
             processor.force_flush()
 
 

@@ -12,9 +12,11 @@ one harness run per configuration, back to back:
               OTLP/HTTP (BatchSpanProcessor) to bench/otlp_sink.py on the load-generator core
   main-metrics  main-full without spans (ledger spool and Prometheus metrics only)
   main-mem    this tree, memory store, auth off (no ledger row), Prometheus metrics, no spans
+  main-full-stages  main-full with the context and compress stages on, as they are by default
 
-Every main-* run has the policy stage off (`TOLLGATE_BENCH_POLICY=false`): the plain proxy
-has no such stage, and what it costs is not accounting. `--main-tree` runs another
+Every main-* run but the last has the policy, context and compress stages off (as every
+stage but auth is in bench/overhead.yaml): the plain proxy has none of them, and what they
+cost is not accounting. `--main-tree` runs another
 checkout's code (a worktree pinned to one commit) on this tree's bench/overhead.yaml.
 
     git worktree add /tmp/tg-plain e7f24d6
@@ -76,6 +78,11 @@ HARNESS_CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
                               "TOLLGATE_BENCH_POLICY": "false",
                               "TOLLGATE_BENCH_SPOOL": "true", "TOLLGATE_BENCH_TELEMETRY": "true",
                               "OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}),
+    "main-full-stages": ("main", {"TOLLGATE_BENCH_STORE": "sqlite", "TOLLGATE_BENCH_AUTH": "true",
+                                  "TOLLGATE_BENCH_POLICY": "false", "TOLLGATE_BENCH_CONTEXT": "true",
+                                  "TOLLGATE_BENCH_COMPRESS": "true",
+                                  "TOLLGATE_BENCH_SPOOL": "true", "TOLLGATE_BENCH_TELEMETRY": "true",
+                                  "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "none"}),
     "main-mem": ("main", {"TOLLGATE_BENCH_STORE": "memory", "TOLLGATE_BENCH_AUTH": "false",
                           "TOLLGATE_BENCH_POLICY": "false"}),
 }  # fmt: skip

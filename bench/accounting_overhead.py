@@ -139,7 +139,7 @@ async def _main(args: argparse.Namespace) -> int:
                       f"added {full - plain:.1f}\n\n## event-loop thread")  # fmt: skip
                 _print_profile(profiler, args.n, args.top, full - threads)
                 if exporting is not None:
-                    print("\n## span exporter thread (BatchSpanProcessor -> OTLPSpanExporter.export)")
+                    print("\n## span exporter thread (the batch processor's export)")
                     _print_profile(exporting, args.n, args.top, threads)
             return 0
 
@@ -368,7 +368,7 @@ def _profile_exports(telemetry: Telemetry) -> cProfile.Profile | None:
     if tracer is None:
         return None
     profiler = cProfile.Profile(time.thread_time)
-    for processor in tracer._processors:
+    for processor in tracer._all:
         batch = getattr(processor, "_batch_processor", None)
         if batch is None:
             continue

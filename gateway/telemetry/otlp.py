@@ -387,7 +387,7 @@ class EncodingSpanProcessor(BatchSpanProcessor):
 
     `on_trace` encodes on the caller's thread (the event loop) what the exporter's thread
     would otherwise get as `ReadableSpan`s and encode: the same work, minus building the
-    spans and reading them back. Batching, the queue's bound (dropping the newest when
+    spans and reading them back. Batching, the queue's bound (dropping the oldest when
     full), OTEL_BSP_* and shutdown are the SDK's; the queue counts spans as it does."""
 
     def __init__(self, exporter: OtlpHttpSpanExporter, resource: Resource) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from tests.support.deferred import defer, submissions, wait_answer
-from tests.support.procs import Proc, admin, http, ledger_with, run_gateway, run_sim, team_key
+from tests.support.procs import Proc, admin, http, ledger_with, run_gateway, run_sim, serving, team_key
 
 CONFIG = """
 store: {{backend: sqlite, path: "{db}"}}
@@ -193,18 +193,12 @@ def test_a_webhook_is_called_once_with_the_answer(gw: Proc, key: str) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/done"
+    with serving(Hook) as base:
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "call me back"}]}
-        job_id = defer(gw, key, body, headers={"x-tollgate-defer-webhook": url})
+        job_id = defer(gw, key, body, headers={"x-tollgate-defer-webhook": f"{base}/done"})
         assert done.wait(30)
         wait_answer(gw, key, job_id)
         threading.Event().wait(1.0)  # time for a second call, were there one
-    finally:
-        server.shutdown()
     assert len(calls) == 1
     hook_id, payload = calls[0]
     assert hook_id == job_id == payload["id"]
